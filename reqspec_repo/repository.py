@@ -1,0 +1,372 @@
+"""The RequestSpec repository: named SQL from ``sql/request_specs.sql`` run against the
+database that the request context targets.
+
+Each method of :class:`RequestSpecRepository` is one statement on a pooled autocommit
+connection (one round trip, atomic by itself). For several statements in one
+transaction use :meth:`RequestSpecRepository.unit_of_work`: commit is explicit and
+rollback is the default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid as uuid_mod
+from typing import Callable, Iterable, Iterator, Sequence
+
+import attrs
+import psycopg
+from psycopg import errors as pg_errors
+
+from . import codec
+from .config import Database, Topology
+from .context import RequestContext
+from .documents import as_jsonb
+from .errors import (
+    BatchError,
+    ConflictError,
+    ReqSpecError,
+    SpecDecodeError,
+    SpecExistsError,
+    SpecMovingError,
+    SpecNotFoundError,
+    SpecValidationError,
+)
+from .model import RequestSpec
+from .pools import Connections, translated_errors
+from .queries import query
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[object, ...]]
+DecodeErrorHandler = Callable[[SpecDecodeError], None]
+
+
+@attrs.frozen
+class StoredSpec:
+    """A spec as stored: the version is what a compare-and-swap save must name."""
+
+    spec: RequestSpec
+    version: int
+    database: str
+
+    @property
+    def instance_uuid(self) -> str:
+        return self.spec.instance_uuid
+
+
+@attrs.frozen
+class SpecBatch:
+    """The result of a batch read.
+
+    ``found`` maps instance uuid to its spec; ``missing`` lists uuids with no live spec
+    here; ``errors`` holds rows that exist but could not be decoded (reported, not
+    raised, so that one corrupt row does not hide the others).
+    """
+
+    found: dict[str, StoredSpec]
+    missing: list[str]
+    errors: dict[str, SpecDecodeError]
+
+
+def normalize_uuid(value: str | uuid_mod.UUID, field: str = "instance_uuid") -> str:
+    """Canonical lower-case text form; a typed error names the bad argument."""
+    if isinstance(value, uuid_mod.UUID):
+        return str(value)
+    try:
+        return str(uuid_mod.UUID(str(value)))
+    except (ValueError, TypeError, AttributeError):
+        raise SpecValidationError(field, f"{value!r} is not a uuid") from None
+
+
+def _log_decode_error(error: SpecDecodeError) -> None:
+    log.error("skipping undecodable row: %s", error)
+
+
+class SpecSession:
+    """The repository operations bound to one connection of one database."""
+
+    def __init__(self, conn: Conn, database: Database, max_document_bytes: int) -> None:
+        self.conn = conn
+        self.database = database
+        self.max_document_bytes = max_document_bytes
+
+    def _encode(self, spec: RequestSpec) -> bytes:
+        return codec.encode(spec, max_bytes=self.max_document_bytes)
+
+    def _decode(self, doc: object, instance_uuid: str) -> RequestSpec:
+        return codec.decode(doc, instance_uuid=instance_uuid, database=self.database.name)  # type: ignore[arg-type]
+
+    def create(self, spec: RequestSpec) -> StoredSpec:
+        doc = self._encode(spec)
+        q = query("request_specs", "insert_spec")
+        try:
+            row = self.conn.execute(
+                q.statement,
+                {
+                    "instance_uuid": spec.instance_uuid,
+                    "spec": as_jsonb(doc),
+                    "schema_version": codec.SCHEMA_VERSION,
+                },
+            ).fetchone()
+        except pg_errors.UniqueViolation:
+            raise SpecExistsError(spec.instance_uuid, self.database.name) from None
+        assert row is not None
+        return StoredSpec(spec, int(row[0]), self.database.name)  # type: ignore[call-overload]
+
+    def create_many(self, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
+        if not specs:
+            return []
+        docs: list[object] = []
+        failures: dict[str, Exception] = {}
+        seen: set[str] = set()
+        for spec in specs:
+            if spec.instance_uuid in seen:
+                failures[spec.instance_uuid] = SpecExistsError(spec.instance_uuid, "this batch")
+            seen.add(spec.instance_uuid)
+            try:
+                docs.append(as_jsonb(self._encode(spec)))
+            except ReqSpecError as exc:
+                failures[spec.instance_uuid] = exc
+        if failures:
+            raise BatchError(failures)
+        uuids = [s.instance_uuid for s in specs]
+        try:
+            self.conn.execute(
+                query("request_specs", "insert_specs_from_arrays").statement,
+                {
+                    "instance_uuids": uuids,
+                    "specs": docs,
+                    "schema_versions": [codec.SCHEMA_VERSION] * len(specs),
+                },
+            )
+        except pg_errors.UniqueViolation:
+            if not self.conn.autocommit:
+                raise SpecExistsError(", ".join(uuids[:3]), self.database.name) from None
+            existing = self.conn.execute(
+                query("request_specs", "list_existing_instance_uuids").statement,
+                {"instance_uuids": uuids},
+            ).fetchall()
+            raise BatchError(
+                {str(r[0]): SpecExistsError(str(r[0]), self.database.name) for r in existing}
+            ) from None
+        return [StoredSpec(s, 1, self.database.name) for s in specs]
+
+    def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
+        key = normalize_uuid(instance_uuid)
+        row = self.conn.execute(
+            query("request_specs", "get_by_instance_uuid").statement, {"instance_uuid": key}
+        ).fetchone()
+        if row is None:
+            raise SpecNotFoundError(key, self.database.name)
+        return StoredSpec(self._decode(row[0], key), int(row[1]), self.database.name)  # type: ignore[call-overload]
+
+    def get_many(self, instance_uuids: Iterable[str | uuid_mod.UUID]) -> SpecBatch:
+        keys = list(dict.fromkeys(normalize_uuid(u) for u in instance_uuids))
+        found: dict[str, StoredSpec] = {}
+        errors: dict[str, SpecDecodeError] = {}
+        if keys:
+            rows = self.conn.execute(
+                query("request_specs", "get_many_by_instance_uuids").statement,
+                {"instance_uuids": keys},
+            ).fetchall()
+            for raw_uuid, doc, version in rows:
+                key = str(raw_uuid)
+                try:
+                    found[key] = StoredSpec(self._decode(doc, key), int(version), self.database.name)  # type: ignore[call-overload]
+                except SpecDecodeError as exc:
+                    errors[key] = exc
+        missing = [k for k in keys if k not in found and k not in errors]
+        return SpecBatch(found, missing, errors)
+
+    def save(self, spec: RequestSpec, expected_version: int) -> StoredSpec:
+        doc = self._encode(spec)
+        row = self.conn.execute(
+            query("request_specs", "update_spec_if_version").statement,
+            {
+                "instance_uuid": spec.instance_uuid,
+                "spec": as_jsonb(doc),
+                "schema_version": codec.SCHEMA_VERSION,
+                "expected_version": expected_version,
+            },
+        ).fetchone()
+        if row is not None:
+            return StoredSpec(spec, int(row[0]), self.database.name)  # type: ignore[call-overload]
+        raise self._explain_failed_write(spec.instance_uuid, expected_version)
+
+    def _explain_failed_write(self, key: str, expected_version: int | None) -> ReqSpecError:
+        state = self.conn.execute(
+            query("request_specs", "get_state_by_instance_uuid").statement, {"instance_uuid": key}
+        ).fetchone()
+        if state is None or state[1] == "incoming":
+            if expected_version is None:
+                return SpecNotFoundError(key, self.database.name)
+            return ConflictError(key, self.database.name, expected_version, None)
+        if state[1] == "outgoing":
+            return SpecMovingError(key, self.database.name)
+        return ConflictError(key, self.database.name, expected_version or 0, int(state[0]))  # type: ignore[call-overload]
+
+    def destroy(self, instance_uuid: str | uuid_mod.UUID, *, missing_ok: bool = False) -> bool:
+        key = normalize_uuid(instance_uuid)
+        row = self.conn.execute(
+            query("request_specs", "delete_spec").statement, {"instance_uuid": key}
+        ).fetchone()
+        if row is not None:
+            return True
+        error = self._explain_failed_write(key, None)
+        if missing_ok and isinstance(error, SpecNotFoundError):
+            return False
+        raise error
+
+    def exists(self, instance_uuid: str | uuid_mod.UUID) -> bool:
+        row = self.conn.execute(
+            query("request_specs", "exists_spec").statement,
+            {"instance_uuid": normalize_uuid(instance_uuid)},
+        ).fetchone()
+        return bool(row and row[0])
+
+    def count(self) -> int:
+        row = self.conn.execute(query("request_specs", "count_specs").statement).fetchone()
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+class UnitOfWork(SpecSession):
+    """Several operations in one transaction on one database. ``commit()`` is explicit;
+    leaving the block without it rolls everything back."""
+
+    def __init__(self, conn: Conn, database: Database, max_document_bytes: int) -> None:
+        super().__init__(conn, database, max_document_bytes)
+        self.committed = False
+
+    def commit(self) -> None:
+        self.conn.commit()
+        self.committed = True
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+
+class RequestSpecRepository:
+    """Save and load RequestSpecs in whichever database the request context targets."""
+
+    def __init__(self, connections: Connections) -> None:
+        self.connections = connections
+        self.topology: Topology = connections.topology
+
+    @classmethod
+    def from_topology(cls, topology: Topology) -> RequestSpecRepository:
+        return cls(Connections(topology))
+
+    def close(self) -> None:
+        self.connections.close()
+
+    def __enter__(self) -> RequestSpecRepository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RequestSpecRepository({self.connections!r})"
+
+    @contextlib.contextmanager
+    def session(self, context: RequestContext) -> Iterator[SpecSession]:
+        """A one-statement-at-a-time session on the context's database (autocommit)."""
+        database = self.topology.database(context.database)
+        with self.connections.connection(database.name) as conn:
+            yield SpecSession(conn, database, self.topology.settings.max_document_bytes)
+
+    @contextlib.contextmanager
+    def unit_of_work(self, context: RequestContext) -> Iterator[UnitOfWork]:
+        """One transaction on the context's database; call ``commit()`` to keep it."""
+        database = self.topology.database(context.database)
+        with self.connections.connection(database.name) as conn:
+            conn.autocommit = False
+            uow = UnitOfWork(conn, database, self.topology.settings.max_document_bytes)
+            try:
+                with translated_errors(database):
+                    yield uow
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    if not uow.committed:
+                        conn.rollback()
+                    conn.autocommit = True
+
+    # -- one-statement operations -------------------------------------------------------
+
+    def create(self, context: RequestContext, spec: RequestSpec) -> StoredSpec:
+        """Store a new spec; SpecExistsError if the instance already has one there."""
+        with self.session(context) as s:
+            return s.create(spec)
+
+    def create_many(self, context: RequestContext, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
+        """Store many new specs in one round trip: all of them, or none (BatchError)."""
+        with self.session(context) as s:
+            return s.create_many(specs)
+
+    def get(self, context: RequestContext, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
+        """The live spec of an instance; SpecNotFoundError if there is none there."""
+        with self.session(context) as s:
+            return s.get(instance_uuid)
+
+    def get_many(
+        self, context: RequestContext, instance_uuids: Iterable[str | uuid_mod.UUID]
+    ) -> SpecBatch:
+        """Many specs in one round trip; corrupt rows are reported in ``errors``."""
+        with self.session(context) as s:
+            return s.get_many(instance_uuids)
+
+    def save(self, context: RequestContext, spec: RequestSpec, *, expected_version: int) -> StoredSpec:
+        """Compare-and-swap: write only if the stored version is ``expected_version``."""
+        with self.session(context) as s:
+            return s.save(spec, expected_version)
+
+    def destroy(
+        self, context: RequestContext, instance_uuid: str | uuid_mod.UUID, *, missing_ok: bool = False
+    ) -> bool:
+        """Delete the live spec; True if one was deleted."""
+        with self.session(context) as s:
+            return s.destroy(instance_uuid, missing_ok=missing_ok)
+
+    def exists(self, context: RequestContext, instance_uuid: str | uuid_mod.UUID) -> bool:
+        with self.session(context) as s:
+            return s.exists(instance_uuid)
+
+    def count(self, context: RequestContext) -> int:
+        with self.session(context) as s:
+            return s.count()
+
+    def iterate(
+        self,
+        context: RequestContext,
+        *,
+        batch_size: int = 500,
+        on_error: DecodeErrorHandler | None = _log_decode_error,
+    ) -> Iterator[StoredSpec]:
+        """Every live spec of one database, fetched ``batch_size`` rows at a time through a
+        server-side cursor, so memory stays bounded whatever the table size. A row that
+        cannot be decoded is passed to ``on_error`` (logged by default) and skipped; with
+        ``on_error=None`` it raises instead."""
+        database = self.topology.database(context.database)
+        with self.connections.connection(database.name) as conn:
+            conn.autocommit = False
+            try:
+                with translated_errors(database):
+                    with conn.cursor(name=f"reqspec_iter_{uuid_mod.uuid4().hex[:12]}") as cur:
+                        cur.itersize = batch_size
+                        cur.execute(query("request_specs", "list_specs").statement)
+                        while rows := cur.fetchmany(batch_size):
+                            for raw_uuid, doc, version in rows:
+                                key = str(raw_uuid)
+                                try:
+                                    spec = codec.decode(doc, instance_uuid=key, database=database.name)  # type: ignore[arg-type]
+                                except SpecDecodeError as exc:
+                                    if on_error is None:
+                                        raise
+                                    on_error(exc)
+                                    continue
+                                yield StoredSpec(spec, int(version), database.name)  # type: ignore[call-overload]
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+                    conn.autocommit = True

