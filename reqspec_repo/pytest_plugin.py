@@ -175,7 +175,7 @@ class ServerHandle:
 # --- cleanup registry ---------------------------------------------------------------------
 
 _CLEANUPS: dict[int, Callable[[], None]] = {}
-_CLEANUPS_GUARD = threading.Lock()
+_CLEANUPS_GUARD = threading.RLock()  # re-entrant: the SIGTERM handler may interrupt a holder
 _counter = iter(range(1, 1 << 62))
 
 
@@ -430,12 +430,20 @@ def _start_primary() -> ServerHandle:
 # --- hooks --------------------------------------------------------------------------------
 
 
+_ROOT_CONFIG: list[pytest.Config] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    _install_sigterm_handler()
+    if not _ROOT_CONFIG:
+        _ROOT_CONFIG.append(config)
+        _install_sigterm_handler()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    _cleanup_all()
+    # an in-process inner run (pytester) must not stop the outer session's servers
+    if _ROOT_CONFIG and _ROOT_CONFIG[0] is config:
+        _ROOT_CONFIG.clear()
+        _cleanup_all()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -445,7 +453,8 @@ def pytest_report_header(config: pytest.Config) -> str:
             "reqspec pg_server: NONE available (" + "; ".join(plan.problems) + "); "
             "tests using PostgreSQL will stop the run"
         )
-    return f"reqspec pg_server: {plan.kind} ({plan.detail}), started on first use"
+    when = "connected to" if plan.kind == "env" else "started"
+    return f"reqspec pg_server: {plan.kind} ({plan.detail}), {when} on first use"
 
 
 # --- fixtures -----------------------------------------------------------------------------

@@ -82,12 +82,8 @@ def json_values() -> st.SearchStrategy[JsonValue]:
 
 _str_maps = st.dictionaries(names(), texts(), max_size=4)
 
-_tzs = st.sampled_from(
-    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
-)
-_datetimes = st.datetimes(
-    min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=_tzs
-)
+_tzs = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
+_datetimes = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=_tzs)
 
 
 def flavors() -> st.SearchStrategy[Flavor]:
@@ -154,9 +150,7 @@ pci_requests = st.builds(
     numa_policy=_opt(st.sampled_from(["legacy", "preferred", "required"])),
 )
 
-limits = st.builds(
-    Limits, vcpu=_opt(_sizes()), disk_gb=_opt(_sizes()), memory_mb=_opt(_sizes())
-)
+limits = st.builds(Limits, vcpu=_opt(_sizes()), disk_gb=_opt(_sizes()), memory_mb=_opt(_sizes()))
 
 instance_groups = st.builds(
     InstanceGroupRef.from_group,
@@ -181,8 +175,9 @@ per_operation_values: dict[str, st.SearchStrategy[Any]] = {
     ),
     "ignore_hosts": _str_tuples,
     "requested_destination": _opt(
-        st.builds(Destination, host=_opt(names()), node=_opt(names()), cell=_opt(names()),
-                  aggregates=_str_tuples)
+        st.builds(
+            Destination, host=_opt(names()), node=_opt(names()), cell=_opt(names()), aggregates=_str_tuples
+        )
     ),
     "requested_resources": st.lists(
         st.builds(
@@ -196,12 +191,15 @@ per_operation_values: dict[str, st.SearchStrategy[Any]] = {
         ),
         max_size=2,
     ).map(tuple),
-    "network_metadata": _opt(
-        st.builds(NetworkMetadata, physnets=_str_tuples, tunneled=st.booleans())
-    ),
+    "network_metadata": _opt(st.builds(NetworkMetadata, physnets=_str_tuples, tunneled=st.booleans())),
     "requested_networks": st.lists(
-        st.builds(RequestedNetwork, network_id=_opt(st.uuids().map(str)),
-                  address=_opt(names()), port_id=_opt(st.uuids().map(str)), tag=_opt(names())),
+        st.builds(
+            RequestedNetwork,
+            network_id=_opt(st.uuids().map(str)),
+            address=_opt(names()),
+            port_id=_opt(st.uuids().map(str)),
+            tag=_opt(names()),
+        ),
         max_size=2,
     ).map(tuple),
     "request_level_params": _opt(

@@ -83,8 +83,13 @@ def test_document_format() -> None:
     assert doc["numa_topology"]["cells"][0]["cpuset"] == [1, 3]
     assert doc["scheduler_hints"] == {"group": ["g1"]}
     assert doc["pci_requests"] == [
-        {"count": 1, "spec": [{"vendor_id": "8086"}], "alias_name": None, "request_id": None,
-         "numa_policy": None}
+        {
+            "count": 1,
+            "spec": [{"vendor_id": "8086"}],
+            "alias_name": None,
+            "request_id": None,
+            "numa_policy": None,
+        }
     ]
     assert codec.to_document(sample()) == doc
 
@@ -197,18 +202,18 @@ def test_missing_top_level_field_uses_given_uuid() -> None:
         (lambda d: d.__setitem__("flavor", [1]), "$.flavor"),
         (lambda d: d.__setitem__("limits", None), "$.limits"),
         (lambda d: d["pci_requests"][0].__setitem__("count", None), "$.pci_requests[0].count"),
-        (lambda d: d["numa_topology"]["cells"][0]["cpuset"].append("x"),
-         "$.numa_topology.cells[0].cpuset"),
+        (lambda d: d["numa_topology"]["cells"][0]["cpuset"].append("x"), "$.numa_topology.cells[0].cpuset"),
         (lambda d: d["image"].__setitem__("created_at", "yesterday"), "$.image.created_at"),
         (lambda d: d["image"].__setitem__("properties", []), "$.image.properties"),
         (lambda d: d["scheduler_hints"].__setitem__("group", "g1"), "$.scheduler_hints['group']"),
         # values rejected by model validators during structuring
         (lambda d: d["flavor"].__setitem__("vcpus", 0), "$.flavor.vcpus"),
         (lambda d: d.__setitem__("instance_uuid", "nope"), "$.instance_uuid"),
-        (lambda d: d["numa_topology"]["cells"][0].__setitem__("memory", -1),
-         "$.numa_topology.cells[0].memory"),
-        (lambda d: d["image"].__setitem__("created_at", "2020-01-01T00:00:00"),
-         "$.image.created_at"),
+        (
+            lambda d: d["numa_topology"]["cells"][0].__setitem__("memory", -1),
+            "$.numa_topology.cells[0].memory",
+        ),
+        (lambda d: d["image"].__setitem__("created_at", "2020-01-01T00:00:00"), "$.image.created_at"),
     ],
 )
 def test_wrong_type_or_value(mutate: Any, path: str) -> None:

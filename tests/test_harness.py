@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,16 +120,67 @@ def test_plugin_session_end_to_end(tmp_path: Path) -> None:
     info = json.loads((tmp_path / "out.json").read_text())
     for data_dir in info["dirs"]:
         assert not Path(data_dir).exists(), "temp servers are deleted"
-    leftovers = []
+    leftovers = [cmd for d in info["dirs"] for cmd in _processes_using(d)]
+    assert leftovers == [], "no postgres process of the inner session is left"
+
+
+_SLEEPING_TEST = """
+import json, os, time
+from pathlib import Path
+
+def test_sleep(pg_server, pg_server_b, killable_server):
+    k = killable_server()
+    k.pause()
+    Path(os.environ["INNER_OUT"]).write_text(json.dumps(
+        {"dirs": [str(pg_server.local_server.data_dir), str(pg_server_b.local_server.data_dir), str(k.data_dir)]}
+    ))
+    time.sleep(120)
+"""
+
+
+def test_plugin_cleans_up_on_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(_INNER_CONFTEST)
+    (tmp_path / "test_inner.py").write_text(_SLEEPING_TEST)
+    out = tmp_path / "out.json"
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_DSN, ENV_BACKEND)}
+    env.update({"PYTHONPATH": str(REPO), "INNER_OUT": str(out), ENV_BACKEND: "embedded"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() or not out.read_text():
+            assert proc.poll() is None, "the inner run ended early"
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        dirs = json.loads(out.read_text())["dirs"]
+        assert all(_processes_using(d) for d in dirs)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for data_dir in dirs:
+        assert _processes_using(data_dir) == []
+        assert not Path(data_dir).exists()
+
+
+def _processes_using(data_dir: str) -> list[str]:
+    found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
                 cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if any(d in cmd for d in info["dirs"]):
-                leftovers.append(cmd)
-    assert leftovers == [], "no postgres process of the inner session is left"
+            if data_dir in cmd:
+                found.append(cmd)
+    return found
 
 
 def test_plugin_fails_the_run_when_no_server(tmp_path: Path) -> None:

@@ -1,0 +1,330 @@
+"""The repository against a real PostgreSQL: routing by context, CRUD, CAS, batches,
+decode errors, upgrades, iteration."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import attrs
+import orjson
+import psycopg
+import pytest
+from conftest import run_sql
+from hypothesis import HealthCheck, given, settings
+from strategies import request_specs
+
+from reqspec_repo import codec
+from reqspec_repo.config import API, Settings
+from reqspec_repo.context import api_context, cell_context
+from reqspec_repo.demo import sample_spec
+from reqspec_repo.errors import (
+    BatchError,
+    ConflictError,
+    DocumentTooLargeError,
+    SpecDecodeError,
+    SpecExistsError,
+    SpecNotFoundError,
+    SpecValidationError,
+)
+from reqspec_repo.model import (
+    Destination,
+    InstanceGroupRef,
+    SchedulerRetry,
+    without_per_operation,
+)
+from reqspec_repo.repository import RequestSpecRepository
+
+
+def stored_doc(topology, database, instance_uuid):
+    rows = run_sql(
+        topology, database, "SELECT spec::text FROM request_specs WHERE instance_uuid = %s", [instance_uuid]
+    )
+    return orjson.loads(rows[0][0]) if rows else None
+
+
+def with_per_operation(spec):
+    return attrs.evolve(
+        spec,
+        retry=SchedulerRetry(num_attempts=2, hosts=(("failed-host", "failed-node"),)),
+        ignore_hosts=("source-host",),
+        requested_destination=Destination(host="target-host", node=None, cell="cell2", aggregates=()),
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=request_specs())
+def test_round_trip_through_the_database(repo, spec):
+    ctx = api_context()
+    spec = attrs.evolve(spec, instance_uuid=str(uuid.uuid4()))  # hypothesis repeats uuids
+    repo.create(ctx, spec)
+    loaded = repo.get(ctx, spec.instance_uuid)
+    assert loaded.spec == without_per_operation(spec)
+    assert loaded.version == 1
+    assert loaded.database == API
+
+
+def test_context_chooses_the_database(repo, topology):
+    spec = sample_spec()
+    repo.create(cell_context("cell1"), spec)
+    assert repo.get(cell_context("cell1"), spec.instance_uuid).database == "cell1"
+    with pytest.raises(SpecNotFoundError) as err:
+        repo.get(api_context(), spec.instance_uuid)
+    assert spec.instance_uuid in str(err.value) and "'api'" in str(err.value)
+    assert not repo.exists(cell_context("cell2"), spec.instance_uuid)
+    # The row really is in cell1's database and nowhere else.
+    assert stored_doc(topology, "cell1", spec.instance_uuid) is not None
+    assert stored_doc(topology, API, spec.instance_uuid) is None
+    assert stored_doc(topology, "cell2", spec.instance_uuid) is None
+
+
+def test_create_twice_fails_clearly_and_keeps_the_first(repo):
+    ctx = api_context()
+    first = sample_spec()
+    repo.create(ctx, first)
+    second = attrs.evolve(first, project_id="someone-else")
+    with pytest.raises(SpecExistsError) as err:
+        repo.create(ctx, second)
+    assert first.instance_uuid in str(err.value)
+    assert repo.get(ctx, first.instance_uuid).spec.project_id == first.project_id
+
+
+def test_per_operation_fields_are_not_stored_but_kept_in_memory(repo, topology):
+    ctx = api_context()
+    spec = with_per_operation(sample_spec())
+    repo.create(ctx, spec)
+    doc = stored_doc(topology, API, spec.instance_uuid)
+    for name in ("retry", "ignore_hosts", "requested_destination", "requested_resources",
+                 "network_metadata", "requested_networks", "request_level_params"):
+        assert name not in doc
+    # The caller keeps using them after create and after save.
+    assert spec.retry is not None and spec.ignore_hosts == ("source-host",)
+    stored = repo.get(ctx, spec.instance_uuid)
+    assert stored.spec.retry is None and stored.spec.ignore_hosts == ()
+    assert stored.spec.requested_destination is None
+    changed = attrs.evolve(spec, availability_zone="az9")
+    repo.save(ctx, changed, expected_version=stored.version)
+    assert changed.requested_destination is not None and changed.requested_destination.host == "target-host"
+    doc = stored_doc(topology, API, spec.instance_uuid)
+    assert doc["availability_zone"] == "az9"
+    assert "requested_destination" not in doc and "retry" not in doc
+
+
+def test_instance_group_is_stored_as_a_reference_without_members(repo, topology):
+    group = InstanceGroupRef.from_group(
+        str(uuid.uuid4()), "web", "anti-affinity", {"max_server_per_host": "1"},
+        members=[str(uuid.uuid4()) for _ in range(5)], hosts=["h1", "h2"],
+    )
+    spec = attrs.evolve(sample_spec(), instance_group=group)
+    repo.create(api_context(), spec)
+    doc = stored_doc(topology, API, spec.instance_uuid)
+    assert set(doc["instance_group"]) == {"uuid", "name", "policy", "rules"}
+    assert "members" not in orjson.dumps(doc).decode() and "h1" not in orjson.dumps(doc).decode()
+
+
+def test_compare_and_swap_save_and_conflict(repo):
+    ctx = api_context()
+    spec = sample_spec()
+    v1 = repo.create(ctx, spec)
+    v2 = repo.save(ctx, attrs.evolve(spec, availability_zone="az2"), expected_version=v1.version)
+    assert v2.version == 2
+    with pytest.raises(ConflictError) as err:
+        repo.save(ctx, attrs.evolve(spec, availability_zone="stale"), expected_version=1)
+    assert (err.value.expected_version, err.value.actual_version) == (1, 2)
+    assert repo.get(ctx, spec.instance_uuid).spec.availability_zone == "az2"
+
+
+def test_concurrent_saves_exactly_one_wins(repo):
+    ctx = api_context()
+    spec = sample_spec()
+    repo.create(ctx, spec)
+    writers = 8
+    barrier = threading.Barrier(writers)
+    results: dict[int, object] = {}
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = repo.save(ctx, attrs.evolve(spec, availability_zone=f"az-{i}"), expected_version=1)
+        except ConflictError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, r in results.items() if not isinstance(r, ConflictError)]
+    losers = [r for r in results.values() if isinstance(r, ConflictError)]
+    assert len(winners) == 1 and len(losers) == writers - 1
+    assert all(e.expected_version == 1 and e.actual_version == 2 for e in losers)
+    assert repo.get(ctx, spec.instance_uuid).spec.availability_zone == f"az-{winners[0]}"
+
+
+def test_save_of_a_missing_spec_is_a_conflict_with_no_actual_version(repo):
+    with pytest.raises(ConflictError) as err:
+        repo.save(api_context(), sample_spec(), expected_version=1)
+    assert err.value.actual_version is None
+
+
+def test_destroy_and_exists(repo):
+    ctx = cell_context("cell2")
+    spec = sample_spec()
+    repo.create(ctx, spec)
+    assert repo.exists(ctx, spec.instance_uuid)
+    assert repo.destroy(ctx, spec.instance_uuid) is True
+    assert not repo.exists(ctx, spec.instance_uuid)
+    with pytest.raises(SpecNotFoundError):
+        repo.destroy(ctx, spec.instance_uuid)
+    assert repo.destroy(ctx, spec.instance_uuid, missing_ok=True) is False
+
+
+def test_bad_uuid_argument_is_a_typed_error(repo):
+    with pytest.raises(SpecValidationError) as err:
+        repo.get(api_context(), "not-a-uuid")
+    assert "instance_uuid" in str(err.value)
+
+
+def test_get_many_in_one_round_trip(repo, monkeypatch):
+    ctx = api_context()
+    specs = [sample_spec() for _ in range(50)]
+    repo.create_many(ctx, specs)
+    absent = str(uuid.uuid4())
+    calls = []
+    original = psycopg.Connection.execute
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counting)
+    batch = repo.get_many(ctx, [s.instance_uuid for s in specs] + [absent])
+    assert len(calls) == 1
+    assert set(batch.found) == {s.instance_uuid for s in specs}
+    assert batch.missing == [absent] and batch.errors == {}
+    assert batch.found[specs[7].instance_uuid].spec == specs[7]
+
+
+def test_create_many_is_one_statement_and_all_or_nothing(repo, monkeypatch):
+    ctx = cell_context("cell1")
+    existing = sample_spec()
+    repo.create(ctx, existing)
+    specs = [sample_spec(num_instances=100) for _ in range(100)]
+    with pytest.raises(BatchError) as err:
+        repo.create_many(ctx, specs[:60] + [existing] + specs[60:])
+    assert existing.instance_uuid in str(err.value)
+    assert repo.get_many(ctx, [s.instance_uuid for s in specs]).found == {}
+
+    calls = []
+    original = psycopg.Connection.execute
+    monkeypatch.setattr(
+        psycopg.Connection, "execute", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
+    stored = repo.create_many(ctx, specs)
+    assert len(calls) == 1 and [s.version for s in stored] == [1] * 100
+    monkeypatch.undo()
+    assert len(repo.get_many(ctx, [s.instance_uuid for s in specs]).found) == 100
+
+
+def test_create_many_with_one_invalid_spec_writes_none_and_names_it(fresh_topology):
+    topo = fresh_topology(settings=Settings(max_document_bytes=4096))
+    with RequestSpecRepository.from_topology(topo) as repo:
+        specs = [sample_spec() for _ in range(5)]
+        huge = attrs.evolve(sample_spec(), scheduler_hints={"blob": ("x" * 10_000,)})
+        with pytest.raises(BatchError) as err:
+            repo.create_many(api_context(), specs + [huge])
+        assert huge.instance_uuid in err.value.failures
+        assert isinstance(err.value.failures[huge.instance_uuid], DocumentTooLargeError)
+        assert repo.count(api_context()) == 0
+
+
+def plant(topology, database, instance_uuid, doc: bytes, schema_version=codec.SCHEMA_VERSION):
+    run_sql(
+        topology, database,
+        "INSERT INTO request_specs (instance_uuid, spec, schema_version) VALUES (%s, %s::jsonb, %s)",
+        [instance_uuid, doc.decode(), schema_version],
+    )
+
+
+def test_decode_errors_name_uuid_and_path(repo, topology):
+    spec = sample_spec()
+    doc = orjson.loads(codec.encode(spec))
+    doc["flavor"]["vcpus"] = "many"
+    plant(topology, API, spec.instance_uuid, orjson.dumps(doc))
+    with pytest.raises(SpecDecodeError) as err:
+        repo.get(api_context(), spec.instance_uuid)
+    message = str(err.value)
+    assert spec.instance_uuid in message and "flavor.vcpus" in message and "'api'" in message
+
+
+def test_unknown_key_and_newer_version_are_decode_errors(repo, topology):
+    spec = sample_spec()
+    doc = orjson.loads(codec.encode(spec))
+    doc["flavor"]["surprise"] = 1
+    plant(topology, API, spec.instance_uuid, orjson.dumps(doc))
+    with pytest.raises(SpecDecodeError, match="surprise"):
+        repo.get(api_context(), spec.instance_uuid)
+
+    newer = sample_spec()
+    doc = orjson.loads(codec.encode(newer))
+    doc["schema_version"] = codec.SCHEMA_VERSION + 1
+    plant(topology, API, newer.instance_uuid, orjson.dumps(doc))
+    with pytest.raises(SpecDecodeError) as err:
+        repo.get(api_context(), newer.instance_uuid)
+    assert newer.instance_uuid in str(err.value)
+
+
+def test_older_schema_document_loads_through_the_upgrade_step(repo, topology):
+    spec = attrs.evolve(sample_spec(), scheduler_hints={"group": ("web",), "same_host": ("abc",)})
+    doc = orjson.loads(codec.encode(spec))
+    doc["schema_version"] = 1
+    doc["scheduler_hints"] = {"group": "web", "same_host": ["abc"]}  # v1: plain strings allowed
+    del doc["is_bfv"]
+    plant(topology, API, spec.instance_uuid, orjson.dumps(doc), schema_version=1)
+    loaded = repo.get(api_context(), spec.instance_uuid)
+    assert loaded.spec == spec
+
+
+def test_batch_read_and_iteration_report_a_corrupt_row_and_return_the_others(fresh_topology):
+    topo = fresh_topology()
+    with RequestSpecRepository.from_topology(topo) as repo:
+        ctx = cell_context("cell2")
+        good = [sample_spec() for _ in range(3)]
+        repo.create_many(ctx, good)
+        bad_uuid = str(uuid.uuid4())
+        plant(topo, "cell2", bad_uuid, b'{"schema_version": 2, "flavor": 7}')
+        batch = repo.get_many(ctx, [s.instance_uuid for s in good] + [bad_uuid])
+        assert set(batch.found) == {s.instance_uuid for s in good}
+        assert list(batch.errors) == [bad_uuid] and bad_uuid in str(batch.errors[bad_uuid])
+        reported = []
+        seen = [s.instance_uuid for s in repo.iterate(ctx, on_error=reported.append)]
+        assert seen == [s.instance_uuid for s in good]
+        assert [e.instance_uuid for e in reported] == [bad_uuid]
+        with pytest.raises(SpecDecodeError):
+            list(repo.iterate(ctx, on_error=None))
+
+
+def test_iterate_uses_a_server_side_cursor_in_batches(fresh_topology):
+    topo = fresh_topology()
+    with RequestSpecRepository.from_topology(topo) as repo:
+        ctx = api_context()
+        specs = [sample_spec() for _ in range(1200)]
+        for i in range(0, 1200, 400):
+            repo.create_many(ctx, specs[i:i + 400])
+        it = repo.iterate(ctx, batch_size=100)
+        first = next(it)
+        # While iterating, our session fetches from a named (server-side) cursor in batches.
+        activity = run_sql(
+            topo, API, "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        assert any(q.startswith('FETCH FORWARD 100 FROM "reqspec_iter_') for (q,) in activity)
+        rest = list(it)
+        assert [first.instance_uuid] + [s.instance_uuid for s in rest] == [s.instance_uuid for s in specs]
+
+
+def test_connections_carry_statement_and_lock_timeouts(fresh_topology):
+    topo = fresh_topology(settings=Settings(statement_timeout_ms=1234, lock_timeout_ms=567))
+    with RequestSpecRepository.from_topology(topo) as repo:
+        with repo.connections.connection("cell1") as conn:
+            assert conn.execute(b"SHOW statement_timeout").fetchone()[0] == "1234ms"
+            assert conn.execute(b"SHOW lock_timeout").fetchone()[0] == "567ms"
