@@ -52,6 +52,8 @@ __all__ = [
 
 #: A JSON value as stored in image properties. Arrays are lists (not tuples) so that a
 #: decoded document compares equal to what was encoded.
+_FLOAT_EXACT_LIMIT = float(2**53)
+
 JsonValue: TypeAlias = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 
 #: Largest integer accepted anywhere (PostgreSQL bigint / orjson signed 64-bit range).
@@ -188,7 +190,13 @@ def _json_problem(value: object, where: str, depth: int) -> str | None:
     if isinstance(value, int) and cls is int:
         return None if INT_MIN <= value <= INT_MAX else f"{where}: integer out of 64-bit range"
     if isinstance(value, float) and cls is float:
-        return None if math.isfinite(value) else f"{where}: non-finite float"
+        if not math.isfinite(value):
+            return f"{where}: non-finite float"
+        # jsonb stores numbers as numeric and prints large ones without an exponent; past
+        # 2**53 such a float would come back as a different (or unparseable) integer.
+        if abs(value) >= _FLOAT_EXACT_LIMIT:
+            return f"{where}: float {value!r} is too large to store exactly (use a string)"
+        return None
     if depth >= MAX_JSON_DEPTH:
         return f"{where}: nested deeper than {MAX_JSON_DEPTH} levels"
     if isinstance(value, list) and cls is list:

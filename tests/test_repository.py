@@ -328,3 +328,15 @@ def test_connections_carry_statement_and_lock_timeouts(fresh_topology):
         with repo.connections.connection("cell1") as conn:
             assert conn.execute(b"SHOW statement_timeout").fetchone()[0] == "1234ms"
             assert conn.execute(b"SHOW lock_timeout").fetchone()[0] == "567ms"
+
+
+def test_json_numbers_in_image_properties_survive_jsonb(repo):
+    # jsonb prints large numerics without an exponent; the model keeps floats below 2**53
+    # so that what comes back equals what went in.
+    spec = sample_spec()
+    props = {"big_float": 4.710988417791943e15, "tiny": 1e-300, "int": 2**62, "neg": -3.5}
+    spec = attrs.evolve(spec, image=attrs.evolve(spec.image, properties=props))
+    repo.create(api_context(), spec)
+    assert repo.get(api_context(), spec.instance_uuid).spec.image.properties == props
+    with pytest.raises(SpecValidationError, match="image.properties"):
+        attrs.evolve(spec.image, properties={"huge": 1e300})
