@@ -237,6 +237,213 @@ _unstructure_spec: Final = CONVERTER.get_unstructure_hook(RequestSpec)
 _structure_spec: Final = CONVERTER.get_structure_hook(RequestSpec)
 
 
+# --- generated fast paths ---------------------------------------------------------------
+#
+# The converter above is the reference: it gives every problem with its path. It is slow
+# on the happy path, though, because cattrs' detailed validation wraps every field and
+# attrs runs every validator again in each nested constructor. The functions generated
+# below do the same checks inline in one pass and fill the frozen objects' slots directly.
+#
+# Rules that keep them exact:
+#   * a fast reader accepts a document only if the reference accepts it, and builds an
+#     equal object; on anything unusual (wrong type, out of range, non-canonical uuid,
+#     non-UTC timestamp, unknown or missing key) it raises, and decode() then runs the
+#     reference, which either succeeds the slow way or raises the typed, detailed error;
+#   * a fast writer produces byte for byte the reference's document;
+#   * the field tables must name exactly the durable fields of each class (checked at
+#     import), so a model change cannot silently skip a field.
+
+_INT_MAX: Final = model.INT_MAX
+_UUID_TEXT: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+class _Reject(Exception):
+    """The fast reader cannot vouch for a document: use the reference converter."""
+
+
+# Field kinds: "str", "str?", "int" (>= 0), "int1" (>= 1), "int?" (None or >= 0),
+# "float" (finite, >= 0), "bool", "uuid", "uuid?", "datetime?", "strmap", "jsonmap",
+# "strtuple", "intset", "hints", "maptuple", "obj:<Class>", "obj?:<Class>", "objs:<Class>".
+_FIELD_KINDS: Final[dict[type, dict[str, str]]] = {
+    model.Flavor: {
+        "flavorid": "str", "name": "str", "memory_mb": "int1", "vcpus": "int1",
+        "root_gb": "int", "ephemeral_gb": "int", "swap": "int", "rxtx_factor": "float",
+        "vcpu_weight": "int?", "is_public": "bool", "extra_specs": "strmap",
+    },
+    model.ImageMeta: {
+        "id": "uuid?", "name": "str?", "status": "str?", "checksum": "str?", "owner": "str?",
+        "size": "int?", "virtual_size": "int?", "container_format": "str?",
+        "disk_format": "str?", "min_ram": "int", "min_disk": "int",
+        "created_at": "datetime?", "updated_at": "datetime?", "properties": "jsonmap",
+    },
+    model.NumaCell: {
+        "id": "int", "cpuset": "intset", "pcpuset": "intset", "memory": "int",
+        "pagesize": "int?", "cpu_policy": "str?",
+    },
+    model.NumaTopology: {"cells": "objs:NumaCell"},
+    model.PciRequest: {
+        "count": "int1", "spec": "maptuple", "alias_name": "str?", "request_id": "uuid?",
+        "numa_policy": "str?",
+    },
+    model.Limits: {"vcpu": "int?", "disk_gb": "int?", "memory_mb": "int?"},
+    model.InstanceGroupRef: {"uuid": "uuid", "name": "str?", "policy": "str?", "rules": "strmap"},
+    RequestSpec: {
+        "instance_uuid": "uuid", "project_id": "str", "user_id": "str",
+        "availability_zone": "str?", "num_instances": "int1", "flavor": "obj:Flavor",
+        "image": "obj?:ImageMeta", "numa_topology": "obj?:NumaTopology",
+        "pci_requests": "objs:PciRequest", "force_hosts": "strtuple", "force_nodes": "strtuple",
+        "limits": "obj:Limits", "instance_group": "obj?:InstanceGroupRef",
+        "scheduler_hints": "hints", "security_groups": "strtuple", "is_bfv": "bool",
+    },
+}
+
+# Checks on the value ``v``; each either leaves ``v`` as the attribute value or raises.
+_CHECKS: Final[dict[str, str]] = {
+    "str": "if v.__class__ is not str: raise _Reject",
+    "str?": "if v is not None and v.__class__ is not str: raise _Reject",
+    "int": "if v.__class__ is not int or v < 0 or v > _INT_MAX: raise _Reject",
+    "int1": "if v.__class__ is not int or v < 1 or v > _INT_MAX: raise _Reject",
+    "int?": "if v is not None and (v.__class__ is not int or v < 0 or v > _INT_MAX): raise _Reject",
+    "float": (
+        "if v.__class__ is int: v = float(v)\n"
+        "elif v.__class__ is not float: raise _Reject\n"
+        "if not (v >= 0.0 and _isfinite(v)): raise _Reject"
+    ),
+    "bool": "if v.__class__ is not bool: raise _Reject",
+    "uuid": "if v.__class__ is not str or _uuid_match(v) is None: raise _Reject",
+    "uuid?": "if v is not None and (v.__class__ is not str or _uuid_match(v) is None): raise _Reject",
+    "datetime?": (
+        "if v is not None:\n"
+        "    if v.__class__ is not str: raise _Reject\n"
+        "    v = _fromisoformat(v)\n"
+        "    if v.tzinfo is not _UTC: raise _Reject"
+    ),
+    "strmap": (
+        "if v.__class__ is not dict: raise _Reject\n"
+        "for x in v.values():\n"
+        "    if x.__class__ is not str: raise _Reject"
+    ),
+    "jsonmap": (
+        "if v.__class__ is not dict: raise _Reject\n"
+        "for x in v.values():\n"
+        "    if x.__class__ is not str and _json_problem(x, '', 1) is not None: raise _Reject"
+    ),
+    "strtuple": (
+        "if v.__class__ is not list: raise _Reject\n"
+        "for x in v:\n"
+        "    if x.__class__ is not str: raise _Reject\n"
+        "v = tuple(v)"
+    ),
+    "intset": (
+        "if v.__class__ is not list: raise _Reject\n"
+        "for x in v:\n"
+        "    if x.__class__ is not int or x < 0 or x > _INT_MAX: raise _Reject\n"
+        "v = frozenset(v)"
+    ),
+    "hints": (
+        "if v.__class__ is not dict: raise _Reject\n"
+        "h = {}\n"
+        "for k, x in v.items():\n"
+        "    if x.__class__ is not list: raise _Reject\n"
+        "    for y in x:\n"
+        "        if y.__class__ is not str: raise _Reject\n"
+        "    h[k] = tuple(x)\n"
+        "v = h"
+    ),
+    "maptuple": (
+        "if v.__class__ is not list: raise _Reject\n"
+        "for x in v:\n"
+        "    if x.__class__ is not dict: raise _Reject\n"
+        "    for y in x.values():\n"
+        "        if y.__class__ is not str: raise _Reject\n"
+        "v = tuple(v)"
+    ),
+    "obj": "v = _read_{cls}(v)",
+    "obj?": "if v is not None: v = _read_{cls}(v)",
+    "objs": (
+        "if v.__class__ is not list: raise _Reject\n"
+        "v = tuple([_read_{cls}(x) for x in v])"
+    ),
+}
+
+# Expressions that unstructure attribute ``o.<name>`` (as ``{a}``) like the reference.
+_WRITES: Final[dict[str, str]] = {
+    "intset": "sorted({a})",
+    "strmap": "_as_dict({a})",
+    "jsonmap": "_as_dict({a})",
+    "hints": "_as_dict({a})",
+    "maptuple": "[_as_dict(x) for x in {a}]",
+    "obj": "_write_{cls}({a})",
+    "obj?": "None if {a} is None else _write_{cls}({a})",
+    "objs": "[_write_{cls}(x) for x in {a}]",
+}
+
+
+def _indent(code: str, level: int) -> str:
+    return "\n".join("    " * level + line for line in code.splitlines())
+
+
+def _generate_fast_paths() -> tuple[Callable[[dict[str, Any]], RequestSpec], Callable[[RequestSpec], dict[str, Any]]]:
+    import math
+    from datetime import UTC, datetime
+
+    import attrs
+
+    namespace: dict[str, Any] = {
+        "_Reject": _Reject, "_INT_MAX": _INT_MAX, "_isfinite": math.isfinite,
+        "_uuid_match": _UUID_TEXT.match, "_fromisoformat": datetime.fromisoformat, "_UTC": UTC,
+        "_json_problem": model._json_problem, "_as_dict": _unstructure_mapping,
+        "_new": object.__new__, "_set": object.__setattr__, "_MISSING": attrs.NOTHING,
+    }
+    source: list[str] = []
+    for cls, kinds in _FIELD_KINDS.items():
+        name = cls.__name__
+        namespace[name] = cls
+        fields = attrs.fields(cls)
+        durable = [f.name for f in fields if not (cls is RequestSpec and f.name in PER_OPERATION_FIELDS)]
+        if list(kinds) != durable:
+            raise RuntimeError(f"codec fast path: field table of {name} does not match the model")
+        read = [f"def _read_{name}(d):", "    if d.__class__ is not dict: raise _Reject",
+                "    n = 0", f"    o = _new({name})"]
+        write = [f"def _write_{name}(o):", "    return {"]
+        for field in fields:
+            if field.name not in kinds:  # a per-operation field: its in-memory default
+                namespace[f"_d_{name}_{field.name}"] = field.default
+                read.append(f"    _set(o, {field.name!r}, _d_{name}_{field.name})")
+                continue
+            kind, _, ref = kinds[field.name].partition(":")
+            check = _CHECKS[kind].replace("{cls}", ref)
+            default = field.default
+            read.append(f"    v = d.get({field.name!r}, _MISSING)")
+            if default is attrs.NOTHING:
+                read.append("    if v is _MISSING: raise _Reject")
+                read.append("    n += 1")
+                read.append(_indent(check, 1))
+            else:
+                if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                    namespace[f"_f_{name}_{field.name}"] = default.factory
+                    fill = f"_f_{name}_{field.name}()"
+                else:
+                    namespace[f"_d_{name}_{field.name}"] = default
+                    fill = f"_d_{name}_{field.name}"
+                read.append(f"    if v is _MISSING: v = {fill}")
+                read.append("    else:")
+                read.append("        n += 1")
+                read.append(_indent(check, 2))
+            read.append(f"    _set(o, {field.name!r}, v)")
+            expr = _WRITES.get(kind, "{a}").replace("{a}", f"o.{field.name}").replace("{cls}", ref)
+            write.append(f"        {field.name!r}: {expr},")
+        read.append("    if n != len(d): raise _Reject")
+        read.append("    return o")
+        write.append("    }")
+        source.extend(["\n".join(read), "\n".join(write)])
+    exec(compile("\n\n".join(source), "<reqspec_repo.codec fast paths>", "exec"), namespace)
+    return namespace["_read_RequestSpec"], namespace["_write_RequestSpec"]
+
+
+_fast_read_spec, _fast_write_spec = _generate_fast_paths()
+
+
 # --- encode ---------------------------------------------------------------------------
 
 # A JSON escape of U+0000 not itself preceded by an escaping backslash. PostgreSQL's
@@ -253,7 +460,7 @@ def encode(spec: RequestSpec, *, max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) ->
     if not isinstance(spec, RequestSpec):
         raise SpecEncodeError(None, f"expected a RequestSpec, got {type(spec).__name__}")
     try:
-        doc = _unstructure_spec(spec)
+        doc = _fast_write_spec(spec)
         doc[VERSION_KEY] = SCHEMA_VERSION
         data = orjson.dumps(doc)
     except Exception as exc:  # orjson.JSONEncodeError (a TypeError) and friends
@@ -324,12 +531,13 @@ def decode(
     """
     owned: bool
     obj: Any
+    parsed = False
     if isinstance(doc, (bytes, bytearray, memoryview, str)):
         try:
             obj = orjson.loads(doc)
         except orjson.JSONDecodeError as exc:
             raise SpecDecodeError(instance_uuid, [f"invalid JSON: {exc}"], database=database) from None
-        owned = True
+        owned = parsed = True
     elif isinstance(doc, Mapping):
         obj, owned = doc, False
     else:
@@ -357,10 +565,19 @@ def decode(
     else:
         obj = {k: v for k, v in obj.items() if k != VERSION_KEY}
 
-    try:
-        spec: RequestSpec = _structure_spec(obj, RequestSpec)
-    except Exception as exc:
-        raise SpecDecodeError(uuid, _problems(exc), database=database) from exc
+    spec: RequestSpec | None = None
+    if parsed:
+        # Freshly parsed JSON is ours alone, so the fast reader may keep its dicts. If it
+        # declines, the reference converter decides (and explains any problem).
+        try:
+            spec = _fast_read_spec(obj)
+        except Exception:
+            spec = None
+    if spec is None:
+        try:
+            spec = _structure_spec(obj, RequestSpec)
+        except Exception as exc:
+            raise SpecDecodeError(uuid, _problems(exc), database=database) from exc
 
     if instance_uuid is not None and spec.instance_uuid != instance_uuid.lower():
         try:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Iterator
+import time
+from typing import Any, ClassVar, Iterator
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.abc import PQGen
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .config import Database, Topology
@@ -57,14 +59,55 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
+    """A connection whose every wait for the server is bounded on the client side.
+
+    ``statement_timeout`` is enforced by the server, so it cannot fire when the server is
+    hung (stopped, frozen VM, black-holed network while the kernel still ACKs). Each round
+    trip (execute, fetch, commit) therefore gets a client-side deadline, ``deadline_s``;
+    past it the connection is closed and an OperationalError raised (translated to
+    DatabaseUnavailableError). Subclassed per pool by :meth:`Connections.pool`.
+    """
+
+    deadline_s: ClassVar[float | None] = None
+    #: The last connection failure of this pool (None after a success): says *why* no
+    #: connection could be had (refused, bad password, unknown host ...).
+    last_connect_error: ClassVar[str | None] = None
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> GuardedConnection:  # type: ignore[override]
+        try:
+            conn = super().connect(conninfo, **kwargs)
+        except psycopg.Error as exc:
+            cls.last_connect_error = _first_line(exc)
+            raise
+        cls.last_connect_error = None
+        return conn
+
+    def wait(self, gen: PQGen[Any], interval: float = 0.1, timeout: float | None = None) -> Any:
+        deadline = self.deadline_s if timeout is None else timeout
+        started = time.monotonic()
+        try:
+            return super().wait(gen, interval, deadline)
+        except psycopg.OperationalError:
+            if deadline is None or time.monotonic() - started < deadline or self.closed:
+                raise
+            self.pgconn.finish()  # state unknown: never reuse it
+            raise psycopg.OperationalError(
+                f"no answer from the server within {deadline:g} s (client-side deadline); "
+                "connection closed"
+            ) from None
+
+
 class Connections:
     """Owns the pools of one topology. Use as a context manager, or call ``close()``."""
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
-        self._pools: dict[str, ConnectionPool[psycopg.Connection[tuple[object, ...]]]] = {}
+        self._pools: dict[str, ConnectionPool[GuardedConnection]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._checking: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Connections(databases={self.topology.database_names!r}, open={sorted(self._pools)!r})"
@@ -77,7 +120,15 @@ class Connections:
             f" -c idle_in_transaction_session_timeout={s.idle_in_transaction_timeout_ms}"
         )
 
-    def pool(self, name: str) -> ConnectionPool[psycopg.Connection[tuple[object, ...]]]:
+    def client_deadline_s(self) -> float | None:
+        """Longest wait for one server round trip: the statement timeout plus a grace of
+        ``connect_timeout_s`` (at least 1 s); None when the statement timeout is disabled."""
+        s = self.topology.settings
+        if s.statement_timeout_ms == 0:
+            return None
+        return s.statement_timeout_ms / 1000 + max(1, s.connect_timeout_s)
+
+    def pool(self, name: str) -> ConnectionPool[GuardedConnection]:
         """The pool of database ``name``, opened on first use."""
         database = self.topology.database(name)
         pool = self._pools.get(name)
@@ -89,6 +140,11 @@ class Connections:
             pool = self._pools.get(name)
             if pool is None:
                 s = self.topology.settings
+
+                class PoolConnection(GuardedConnection):
+                    pass
+
+                PoolConnection.deadline_s = self.client_deadline_s()
                 pool = ConnectionPool(
                     database.dsn,
                     min_size=s.pool_min_size,
@@ -96,6 +152,7 @@ class Connections:
                     timeout=float(s.connect_timeout_s),
                     open=False,
                     name=f"reqspec-{name}",
+                    connection_class=PoolConnection,
                     kwargs={
                         "autocommit": True,
                         "connect_timeout": s.connect_timeout_s,
@@ -111,12 +168,47 @@ class Connections:
         return pool
 
     @contextlib.contextmanager
-    def connection(self, name: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    def connection(self, name: str) -> Iterator[GuardedConnection]:
         """A pooled autocommit connection to database ``name``, errors translated."""
         database = self.topology.database(name)
         with translated_errors(database):
-            with self.pool(name).connection() as conn:
-                yield conn
+            pool = self.pool(name)
+            try:
+                with pool.connection() as conn:
+                    try:
+                        yield conn
+                    except psycopg.OperationalError:
+                        if conn.broken or conn.closed:
+                            self._check_later(name)
+                        raise
+            except PoolTimeout:
+                last = pool.connection_class.last_connect_error
+                secret = password_of(database.dsn)
+                why = f" (last attempt: {mask_text(last, [secret] if secret else [])})" if last else ""
+                raise DatabaseUnavailableError(
+                    database.name, f"no connection could be had in time{why}"
+                ) from None
+
+    def _check_later(self, name: str) -> None:
+        """After a broken connection (server restarted, network cut), test the idle
+        connections of that pool in the background, so stale ones are replaced before
+        other callers get them."""
+        with self._lock:
+            pool = self._pools.get(name)
+            if pool is None or name in self._checking or self._closed:
+                return
+            self._checking.add(name)
+
+        def run() -> None:
+            try:
+                pool.check()
+            except Exception:  # the pool may be closing; nothing to do then
+                log.debug("background check of pool %s failed", name, exc_info=True)
+            finally:
+                with self._lock:
+                    self._checking.discard(name)
+
+        threading.Thread(target=run, name=f"reqspec-check-{name}", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:

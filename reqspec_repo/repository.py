@@ -198,11 +198,11 @@ class SpecSession:
         state = self.conn.execute(
             query("request_specs", "get_state_by_instance_uuid").statement, {"instance_uuid": key}
         ).fetchone()
-        if state is None or state[1] == "incoming":
+        if state is None:
             if expected_version is None:
                 return SpecNotFoundError(key, self.database.name)
             return ConflictError(key, self.database.name, expected_version, None)
-        if state[1] == "outgoing":
+        if state[1] != "live":  # sealed source or not-yet-live target of a move
             return SpecMovingError(key, self.database.name)
         return ConflictError(key, self.database.name, expected_version or 0, int(state[0]))  # type: ignore[call-overload]
 

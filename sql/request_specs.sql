@@ -76,3 +76,89 @@ FROM request_specs
 WHERE id > %(after_id)s AND move_state <> 'incoming'
 ORDER BY id
 LIMIT %(limit)s;
+
+-- ---- moves between databases (see docs/devref.md, "Moves") -------------------------
+
+-- name: get_live_for_move :many
+-- The rows to copy, as raw documents (no decode on the way through).
+SELECT instance_uuid, spec, schema_version, version
+FROM request_specs
+WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_state = 'live';
+
+-- name: upsert_incoming :many
+-- Phase 1 (copy): a hidden row in the target. Re-running it overwrites only this kind of
+-- row, never a live one; returns the uuids copied.
+INSERT INTO request_specs (instance_uuid, spec, schema_version, version, move_state, move_id)
+SELECT u, s, sv, v, 'incoming', %(move_id)s
+FROM unnest(%(instance_uuids)s::uuid[], %(specs)s::jsonb[], %(schema_versions)s::int[],
+            %(versions)s::bigint[]) AS t (u, s, sv, v)
+ON CONFLICT (instance_uuid) DO UPDATE
+SET spec = EXCLUDED.spec, schema_version = EXCLUDED.schema_version, version = EXCLUDED.version,
+    move_id = EXCLUDED.move_id, updated_at = now()
+WHERE request_specs.move_state = 'incoming'
+RETURNING instance_uuid;
+
+-- name: seal_outgoing :many
+-- Phase 2a: seal the source rows at the copied version (compare-and-swap); a concurrent
+-- save since the copy makes its row drop out here and be copied again.
+UPDATE request_specs AS r
+SET move_state = 'outgoing', move_id = %(move_id)s, updated_at = now()
+FROM unnest(%(instance_uuids)s::uuid[], %(versions)s::bigint[]) AS t (u, v)
+WHERE r.instance_uuid = t.u AND r.version = t.v AND r.move_state = 'live'
+RETURNING r.instance_uuid;
+
+-- name: promote_incoming :many
+-- Phase 3a: the committed copy becomes live.
+UPDATE request_specs
+SET move_state = 'live', move_id = NULL, updated_at = now()
+WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s
+  AND move_state = 'incoming'
+RETURNING instance_uuid;
+
+-- name: delete_outgoing :exec
+-- Phase 3b: the source copy goes.
+DELETE FROM request_specs
+WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s
+  AND move_state = 'outgoing';
+
+-- name: delete_incoming :exec
+-- Roll back: the uncommitted copy goes.
+DELETE FROM request_specs
+WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s
+  AND move_state = 'incoming';
+
+-- name: unseal_outgoing :exec
+-- Roll back: the source row takes writes again.
+UPDATE request_specs
+SET move_state = 'live', move_id = NULL, updated_at = now()
+WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s
+  AND move_state = 'outgoing';
+
+-- name: get_committed_by_instance_uuid :one
+-- A read through the location record: the live row, or the copy whose move is committed.
+SELECT spec, version
+FROM request_specs
+WHERE instance_uuid = %(instance_uuid)s
+  AND (move_state <> 'incoming' OR move_id = %(committed_move_id)s);
+
+-- name: list_rows_in_move :many
+SELECT instance_uuid FROM request_specs WHERE move_id IS NOT NULL;
+
+-- name: get_row_states :many
+-- recover()/verify(): every row of these instances, any state.
+SELECT instance_uuid, move_state, move_id, version
+FROM request_specs
+WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]);
+
+-- name: list_all_row_states :many
+SELECT instance_uuid, move_state, move_id, version FROM request_specs;
+
+-- name: set_row_live :exec
+-- recover(): make one row the live copy whatever its move state.
+UPDATE request_specs
+SET move_state = 'live', move_id = NULL, updated_at = now()
+WHERE instance_uuid = %(instance_uuid)s;
+
+-- name: delete_any_row :exec
+-- recover(): drop a leftover copy (any state) in a database the location does not name.
+DELETE FROM request_specs WHERE instance_uuid = %(instance_uuid)s;

@@ -1,0 +1,275 @@
+"""recover() finishes or rolls back interrupted moves; verify() checks consistency.
+
+Both scan the location records in the API database and the request_specs rows of every
+database. recover() then works only on instances whose advisory lock it can take (so a
+move in progress is left alone), re-reads their state under the lock, and resolves it:
+
+* intent in phase 'copying' (crash before the commit point): roll back - delete the
+  target's incoming copy, unseal the source row, clear the intent;
+* intent in phase 'committed' (crash after it): finish - promote the target's copy,
+  delete the source's outgoing copy, clear the intent;
+* then, for every instance: the row in the database the location names becomes the live
+  one and copies elsewhere are deleted; a location naming a database without the spec is
+  re-pointed at the best copy found (live first, then highest version), or removed when
+  no copy exists anywhere (reported as ``dangling``).
+
+Rows without any location record (orphans: a create into a cell that crashed before its
+API transaction committed) are adopted: the best copy becomes live and gets a location.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from typing import Iterator
+
+import attrs
+import psycopg
+
+from .config import API
+from .errors import ReqSpecError
+from .locations import Location, SpecStore, _location
+from .queries import query
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+@attrs.frozen
+class RowState:
+    database: str
+    state: str  # live | incoming | outgoing
+    move_id: str | None
+    version: int
+
+
+@attrs.frozen
+class Problem:
+    kind: str  # orphan | duplicate | hidden_leftover | missing | interrupted_move
+    instance_uuid: str
+    detail: str
+
+
+@attrs.frozen
+class VerifyReport:
+    problems: list[Problem]
+    locations: int
+    rows: dict[str, int]
+    busy: list[str]  # instances with a move in progress (not judged)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@attrs.frozen
+class RecoveryReport:
+    rolled_back: list[str]
+    finished: list[str]
+    repaired: list[str]  # duplicates removed, leftovers removed, locations re-pointed
+    dangling_removed: list[str]
+    adopted: list[str]
+    busy: list[str]
+
+    @property
+    def changed(self) -> int:
+        return (
+            len(self.rolled_back) + len(self.finished) + len(self.repaired)
+            + len(self.dangling_removed) + len(self.adopted)
+        )
+
+
+class _Scanner:
+    def __init__(self, store: SpecStore) -> None:
+        self.store = store
+        self.connections = store.repo.connections
+        self.names = store.topology.database_names
+
+    def all_locations(self) -> dict[str, Location]:
+        with self.connections.connection(API) as conn:
+            rows = conn.execute(query("spec_locations", "list_all_locations").statement).fetchall()
+        return {
+            str(r[0]): Location(str(r[0]), str(r[1]), 0, _opt(r[2]), _opt(r[3]), _opt(r[4]))
+            for r in rows
+        }
+
+    def all_rows(self) -> dict[str, list[RowState]]:
+        found: dict[str, list[RowState]] = defaultdict(list)
+        for name in self.names:
+            with self.connections.connection(name) as conn:
+                for u, state, move_id, version in conn.execute(
+                    query("request_specs", "list_all_row_states").statement
+                ):
+                    found[str(u)].append(RowState(name, str(state), _opt(move_id), int(version)))  # type: ignore[call-overload]
+        return found
+
+    def rows_of(self, uuids: list[str]) -> dict[str, list[RowState]]:
+        found: dict[str, list[RowState]] = defaultdict(list)
+        for name in self.names:
+            with self.connections.connection(name) as conn:
+                for u, state, move_id, version in conn.execute(
+                    query("request_specs", "get_row_states").statement, {"instance_uuids": uuids}
+                ):
+                    found[str(u)].append(RowState(name, str(state), _opt(move_id), int(version)))  # type: ignore[call-overload]
+        return found
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _problems_of(key: str, loc: Location | None, rows: list[RowState]) -> list[Problem]:
+    if loc is None:
+        return [Problem("orphan", key, f"spec rows in {sorted(r.database for r in rows)} but no location record")]
+    problems = []
+    if loc.move_id is not None:
+        problems.append(
+            Problem("interrupted_move", key, f"move {loc.move_id} to {loc.move_target!r} stopped in phase {loc.move_phase}")
+        )
+    live = [r for r in rows if r.state == "live"]
+    if len(live) > 1:
+        problems.append(Problem("duplicate", key, f"live in {sorted(r.database for r in live)}"))
+    hidden = [r for r in rows if r.state != "live"]
+    if hidden and loc.move_id is None:
+        problems.append(
+            Problem("hidden_leftover", key, ", ".join(f"{r.state} row in {r.database!r}" for r in hidden))
+        )
+    if not any(r.database == loc.database for r in rows):
+        problems.append(Problem("missing", key, f"location names {loc.database!r}, which has no row"))
+    elif not problems and not any(r.database == loc.database and r.state == "live" for r in rows):
+        problems.append(Problem("hidden_leftover", key, f"the row in {loc.database!r} is not live"))
+    return problems
+
+
+@contextlib.contextmanager
+def _locks(store: SpecStore, uuids: list[str]) -> Iterator[set[str]]:
+    """Try-lock the instances on one API connection; yields those locked."""
+    with store.repo.connections.connection(API) as api:
+        try:
+            got = {
+                str(r[0])
+                for r in api.execute(
+                    query("spec_locations", "try_lock_instances").statement, {"instance_uuids": uuids}
+                ).fetchall()
+            }
+            yield got
+        finally:
+            with contextlib.suppress(psycopg.Error, ReqSpecError):
+                if not api.closed:
+                    api.execute(query("spec_locations", "unlock_all").statement)
+
+
+def verify(store: SpecStore) -> VerifyReport:
+    """Read-only consistency check across the API database and every cell."""
+    scan = _Scanner(store)
+    locations = scan.all_locations()
+    rows = scan.all_rows()
+    suspects = sorted({k for k in set(locations) | set(rows) if _problems_of(k, locations.get(k), rows.get(k, []))})
+    problems: list[Problem] = []
+    busy: list[str] = []
+    with _locks(store, suspects) as locked:
+        if suspects:
+            fresh_locs = store.locations(suspects)
+            fresh_rows = scan.rows_of(suspects)
+        for key in suspects:
+            if key not in locked:
+                busy.append(key)
+                continue
+            problems.extend(_problems_of(key, fresh_locs.get(key), fresh_rows.get(key, [])))
+    counts: dict[str, int] = defaultdict(int)
+    for key_rows in rows.values():
+        for r in key_rows:
+            counts[r.database] += 1
+    return VerifyReport(problems, len(locations), dict(counts), busy)
+
+
+def recover(store: SpecStore) -> RecoveryReport:
+    """Finish or roll back every interrupted move; idempotent, safe beside running moves."""
+    scan = _Scanner(store)
+    locations = scan.all_locations()
+    rows = scan.all_rows()
+    suspects = sorted({k for k in set(locations) | set(rows) if _problems_of(k, locations.get(k), rows.get(k, []))})
+    report = RecoveryReport([], [], [], [], [], [])
+    if not suspects:
+        return report
+    with _locks(store, suspects) as locked:
+        mine = [k for k in suspects if k in locked]
+        report.busy.extend(k for k in suspects if k not in locked)
+        fresh_locs = store.locations(mine) if mine else {}
+        fresh_rows = scan.rows_of(mine) if mine else {}
+        for key in mine:
+            _resolve(store, key, fresh_locs.get(key), fresh_rows.get(key, []), report)
+    return report
+
+
+def _exec(store: SpecStore, database: str, name: str, table: str, params: dict[str, object]) -> None:
+    with store.repo.connections.connection(database) as conn:
+        conn.execute(query(table, name).statement, params)
+
+
+def _resolve(
+    store: SpecStore, key: str, loc: Location | None, rows: list[RowState], report: RecoveryReport
+) -> None:
+    if loc is None:
+        if rows:
+            best = max(rows, key=lambda r: (r.state == "live", r.version))
+            with store.repo.connections.connection(API) as conn:
+                conn.execute(
+                    query("spec_locations", "insert_locations").statement,
+                    {"instance_uuids": [key], "database_name": best.database},
+                )
+            adopted = Location(key, best.database, 1)
+            _normalize(store, key, adopted, rows, report)
+            report.repaired.remove(key)
+            report.adopted.append(key)
+        return
+    batch = {"instance_uuids": [key], "move_id": loc.move_id}
+    if loc.move_id is not None and loc.move_phase == "copying":
+        if loc.move_target:
+            _exec(store, loc.move_target, "delete_incoming", "request_specs", batch)
+        _exec(store, loc.database, "unseal_outgoing", "request_specs", batch)
+        _exec(store, API, "clear_moves", "spec_locations", batch)
+        report.rolled_back.append(key)
+    elif loc.move_id is not None and loc.move_phase == "committed":
+        _exec(store, loc.database, "promote_incoming", "request_specs", batch)
+        for r in rows:
+            if r.database != loc.database and r.move_id == loc.move_id:
+                _exec(store, r.database, "delete_outgoing", "request_specs", batch)
+        _exec(store, API, "clear_moves", "spec_locations", batch)
+        report.finished.append(key)
+    else:
+        rows_after = rows
+        _normalize(store, key, loc, rows_after, report)
+        return
+    # Whatever else is left (copies from older crashes) is tidied the same way.
+    fresh = store.locations([key]).get(key)
+    after = _Scanner(store).rows_of([key]).get(key, [])
+    if fresh is not None and _problems_of(key, fresh, after):
+        _normalize(store, key, fresh, after, report)
+
+
+def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState], report: RecoveryReport) -> None:
+    one = {"instance_uuid": key}
+    home = [r for r in rows if r.database == loc.database]
+    if not home:
+        candidates = sorted(rows, key=lambda r: (r.state == "live", r.version), reverse=True)
+        if not candidates:
+            with store.repo.connections.connection(API) as conn:
+                conn.execute(query("spec_locations", "delete_location").statement, one)
+            report.dangling_removed.append(key)
+            return
+        best = candidates[0]
+        with store.repo.connections.connection(API) as conn:
+            conn.execute(
+                query("spec_locations", "repoint_location").statement,
+                {"instance_uuid": key, "database_name": best.database},
+            )
+        home = [best]
+    keep = home[0]
+    if keep.state != "live":
+        _exec(store, keep.database, "set_row_live", "request_specs", one)
+    for r in rows:
+        if r.database != keep.database:
+            _exec(store, r.database, "delete_any_row", "request_specs", one)
+    if loc.move_id is not None:
+        _exec(store, API, "clear_moves", "spec_locations", {"instance_uuids": [key], "move_id": loc.move_id})
+    report.repaired.append(key)

@@ -1,0 +1,240 @@
+"""Faults of a real server: restart and SIGKILL during traffic, a hung (SIGSTOPped) server,
+and a read-only database. Calls fail fast with typed errors, the pools heal by themselves,
+and no acknowledged write is lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import attrs
+import pytest
+from conftest import build_topology, run_sql
+
+from reqspec_repo.config import API, Settings
+from reqspec_repo.context import api_context, cell_context
+from reqspec_repo.demo import sample_spec
+from reqspec_repo.errors import DatabaseUnavailableError, ReadOnlyDatabaseError
+from reqspec_repo.repository import RequestSpecRepository
+
+FAST = Settings(statement_timeout_ms=1000, lock_timeout_ms=500, connect_timeout_s=1, pool_max_size=4)
+
+
+def new_spec():
+    return attrs.evolve(sample_spec(), instance_uuid=str(uuid.uuid4()))
+
+
+def eventually(call, *, within: float = 20.0):
+    """Retry ``call`` while it raises DatabaseUnavailableError; the last error propagates."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return call()
+        except DatabaseUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class Traffic:
+    """Writer threads doing create + get + save; records what was acknowledged."""
+
+    def __init__(self, repo: RequestSpecRepository, threads: int = 3) -> None:
+        self.repo = repo
+        self.acked: dict[str, int] = {}  # uuid -> acknowledged version
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self) -> None:
+        ctx = api_context()
+        while not self.stop.is_set():
+            spec = new_spec()
+            try:
+                stored = self.repo.create(ctx, spec)
+                with self.lock:
+                    self.acked[spec.instance_uuid] = stored.version
+                saved = self.repo.save(
+                    ctx, attrs.evolve(spec, availability_zone="az-2"), expected_version=stored.version
+                )
+                with self.lock:
+                    self.acked[spec.instance_uuid] = saved.version
+            except Exception as exc:  # noqa: BLE001 - every failure is checked below
+                with self.lock:
+                    self.errors.append(exc)
+                time.sleep(0.02)
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+            assert not t.is_alive(), "a traffic thread hangs"
+
+
+def check_after_outage(repo, topology, traffic: Traffic, outage) -> None:
+    with traffic:
+        time.sleep(0.5)
+        before = len(traffic.acked)
+        outage()
+        # the pool heals by itself: the same repository works again
+        eventually(lambda: repo.count(api_context()))
+        healed_at = len(traffic.acked)
+        time.sleep(1.0)
+        assert len(traffic.acked) > healed_at, "traffic did not resume after the outage"
+    assert before > 0
+    assert traffic.errors, "the outage went unnoticed: nothing in flight failed"
+    for exc in traffic.errors:
+        assert isinstance(exc, DatabaseUnavailableError), repr(exc)
+        assert exc.retryable is True and exc.database == API
+        assert "\n" not in str(exc)
+    # every acknowledged write is there, at (at least) its acknowledged version
+    rows = dict(
+        run_sql(
+            topology, API, "SELECT instance_uuid::text, version FROM request_specs WHERE instance_uuid = ANY(%s::uuid[])",
+            [list(traffic.acked)],
+        )
+    )
+    lost = {u: v for u, v in traffic.acked.items() if rows.get(u, 0) < v}
+    assert not lost, f"{len(lost)} acknowledged write(s) lost"
+    # and they read back through the healed repository
+    batch = repo.get_many(api_context(), list(traffic.acked))
+    assert not batch.missing and not batch.errors
+
+
+@pytest.mark.parametrize("how", ["restart", "sigkill"])
+def test_server_restart_or_crash_during_traffic(killable_server, how):
+    server = killable_server()
+    topology, _ = build_topology(server, settings=FAST)
+    with RequestSpecRepository.from_topology(topology) as repo:
+        traffic = Traffic(repo)
+
+        def outage() -> None:
+            if how == "restart":
+                server.restart()
+            else:
+                server.kill()
+                time.sleep(0.5)  # calls fail while it is down
+                server.start()
+
+        check_after_outage(repo, topology, traffic, outage)
+
+
+def test_calls_while_the_server_is_down_fail_fast_and_typed(killable_server):
+    server = killable_server()
+    topology, _ = build_topology(server, settings=FAST)
+    with RequestSpecRepository.from_topology(topology) as repo:
+        spec = new_spec()
+        repo.create(cell_context("cell1"), spec)
+        server.kill()
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError) as err:
+            repo.get(cell_context("cell1"), spec.instance_uuid)
+        assert time.monotonic() - started < 5
+        assert err.value.retryable and err.value.database == "cell1"
+        server.start()
+        assert eventually(lambda: repo.get(cell_context("cell1"), spec.instance_uuid)).spec == spec
+
+
+def test_a_hung_server_is_cut_by_the_client_side_deadline(killable_server):
+    server = killable_server()
+    topology, _ = build_topology(server, settings=FAST)
+    bound = 1.0 + 1 + 2.0  # statement timeout + grace + scheduling slack
+    with RequestSpecRepository.from_topology(topology) as repo:
+        spec = new_spec()
+        repo.create(api_context(), spec)  # the pool holds an open connection now
+        server.pause()
+        try:
+            # an already-open connection, mid-query: the server never answers
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailableError) as err:
+                repo.get(api_context(), spec.instance_uuid)
+            assert time.monotonic() - started < bound
+            assert "deadline" in str(err.value) and err.value.retryable
+            # no open connection left: new connections are bounded by connect_timeout
+            results: list[BaseException | None] = []
+
+            def call() -> None:
+                try:
+                    repo.create(api_context(), new_spec())
+                    results.append(None)
+                except BaseException as exc:  # noqa: BLE001
+                    results.append(exc)
+
+            started = time.monotonic()
+            callers = [threading.Thread(target=call, daemon=True) for _ in range(3)]
+            for t in callers:
+                t.start()
+            for t in callers:
+                t.join(timeout=bound + 5)
+            assert not any(t.is_alive() for t in callers), "a call waits forever on a hung server"
+            assert time.monotonic() - started < bound + 3
+            assert len(results) == 3 and all(isinstance(r, DatabaseUnavailableError) for r in results)
+            # a unit of work mid-transaction is cut too
+        finally:
+            server.resume()
+        # after resume the same repository works again
+        assert eventually(lambda: repo.get(api_context(), spec.instance_uuid)).spec == spec
+
+
+def test_a_hung_server_cuts_a_unit_of_work_and_an_iteration(killable_server):
+    server = killable_server()
+    topology, _ = build_topology(server, settings=FAST)
+    with RequestSpecRepository.from_topology(topology) as repo:
+        specs = [new_spec() for _ in range(5)]
+        repo.create_many(api_context(), specs)
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError):
+            with repo.unit_of_work(api_context()) as uow:
+                uow.create(new_spec())
+                server.pause()
+                uow.create(new_spec())
+                uow.commit()
+        assert time.monotonic() - started < 6
+        server.resume()
+        assert eventually(lambda: repo.count(api_context())) == 5  # the transaction left nothing
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError):
+            for _ in repo.iterate(api_context(), batch_size=2):
+                server.pause()
+        assert time.monotonic() - started < 6
+        server.resume()
+        assert len(list(eventually(lambda: list(repo.iterate(api_context()))))) == 5
+
+
+def test_a_read_only_database_refuses_every_write_and_keeps_its_state(fresh_topology):
+    topology = fresh_topology()
+    kept = new_spec()
+    with RequestSpecRepository.from_topology(topology) as repo:
+        stored = repo.create(cell_context("cell2"), kept)
+    dbname = run_sql(topology, "cell2", "SELECT current_database()")[0][0]
+    run_sql(topology, "cell2", f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+    before = run_sql(topology, "cell2", "SELECT instance_uuid, spec::text, version FROM request_specs ORDER BY id")
+    ctx = cell_context("cell2")
+    with RequestSpecRepository.from_topology(topology) as repo:
+        attempts = {
+            "create": lambda: repo.create(ctx, new_spec()),
+            "create_many": lambda: repo.create_many(ctx, [new_spec(), new_spec()]),
+            "save": lambda: repo.save(ctx, attrs.evolve(kept, availability_zone="x"), expected_version=stored.version),
+            "destroy": lambda: repo.destroy(ctx, kept.instance_uuid),
+            "destroy missing": lambda: repo.destroy(ctx, str(uuid.uuid4()), missing_ok=True),
+        }
+        for what, attempt in attempts.items():
+            with pytest.raises(ReadOnlyDatabaseError) as err:
+                attempt()
+            assert err.value.database == "cell2", what
+            assert "read-only" in str(err.value)
+        with pytest.raises(ReadOnlyDatabaseError):
+            with repo.unit_of_work(ctx) as uow:
+                uow.create(new_spec())
+                uow.commit()
+        # reads still work, and nothing changed
+        assert repo.get(ctx, kept.instance_uuid).spec == kept
+    after = run_sql(topology, "cell2", "SELECT instance_uuid, spec::text, version FROM request_specs ORDER BY id")
+    assert after == before
