@@ -35,6 +35,8 @@ examples:
   reqspec demo
   reqspec show 6f1c2b4e-0000-4000-8000-000000000001 --json
   reqspec list --database cell1 --limit 20
+  reqspec move --to cell1 6f1c2b4e-0000-4000-8000-000000000001
+  reqspec recover && reqspec verify
   reqspec --config prod.toml verify
 """
 
@@ -162,6 +164,113 @@ def cmd_server(args: argparse.Namespace, topology: Topology | None) -> int:
     return EXIT_OK
 
 
+def _store(topology: Topology) -> Any:
+    from .locations import SpecStore
+    from .repository import RequestSpecRepository
+
+    return SpecStore(RequestSpecRepository.from_topology(topology))
+
+
+class _Progress:
+    """A progress bar on a terminal; nothing otherwise (a summary line follows anyway)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.tty and self.total:
+            width = 30
+            filled = int(width * self.done / self.total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty and self.total:
+            sys.stderr.write("\n")
+
+
+def cmd_move(args: argparse.Namespace, topology: Topology) -> int:
+    from .moves import move_specs
+
+    store = _store(topology)
+    try:
+        uuids: list[str] = list(args.instance_uuids)
+        if args.source:
+            from .context import RequestContext
+
+            uuids += [s.instance_uuid for s in store.repo.iterate(RequestContext(args.source))]
+        if not uuids:
+            raise UsageError("nothing to move: give instance uuids or --from DATABASE")
+        progress = _Progress(len(uuids))
+        try:
+            result = move_specs(store, uuids, args.to, progress=progress, chunk_size=args.chunk_size)
+        finally:
+            progress.close()
+    finally:
+        store.repo.close()
+    if args.json:
+        _print_json(
+            {"target": result.target, "moved": result.moved, "failed": {k: str(v) for k, v in result.failed.items()}}
+        )
+    else:
+        for key, error in sorted(result.failed.items()):
+            print(f"failed {key}: {error}", file=sys.stderr)
+        print(f"moved {len(result.moved)} spec(s) to {args.to!r}, {len(result.failed)} failed")
+    return EXIT_OK if result.ok else EXIT_PROBLEM
+
+
+def cmd_recover(args: argparse.Namespace, topology: Topology) -> int:
+    from .recovery import recover
+
+    store = _store(topology)
+    try:
+        report = recover(store)
+    finally:
+        store.repo.close()
+    fields = ("rolled_back", "finished", "repaired", "dangling_removed", "adopted", "busy")
+    if args.json:
+        _print_json({f: getattr(report, f) for f in fields})
+    else:
+        print(", ".join(f"{len(getattr(report, f))} {f.replace('_', ' ')}" for f in fields))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, topology: Topology) -> int:
+    from .recovery import verify
+
+    store = _store(topology)
+    try:
+        report = verify(store)
+    finally:
+        store.repo.close()
+    if args.json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "locations": report.locations,
+                "rows": report.rows,
+                "busy": report.busy,
+                "problems": [attrs_asdict(p) for p in report.problems],
+            }
+        )
+    else:
+        for p in report.problems:
+            print(f"{p.kind:<17} {p.instance_uuid}  {p.detail}")
+        rows = ", ".join(f"{k}: {v}" for k, v in sorted(report.rows.items()))
+        state = "consistent" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"{state}; {report.locations} location(s); rows {rows or 'none'}; {len(report.busy)} busy")
+    return EXIT_OK if report.ok else EXIT_PROBLEM
+
+
+def attrs_asdict(obj: Any) -> dict[str, Any]:
+    import attrs
+
+    return attrs.asdict(obj)
+
+
 # --- parser -----------------------------------------------------------------------------
 
 COMMANDS: dict[str, Handler] = {}
@@ -202,6 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0)
 
     add("demo", cmd_demo, "run the demo on the configured (or embedded) databases", "reqspec demo")
+
+    p = add(
+        "move", cmd_move, "move specs to another database (two-phase, crash-safe)",
+        "reqspec move --to cell1 UUID [UUID ...]\n  reqspec move --from cell1 --to cell2",
+    )
+    p.add_argument("instance_uuids", nargs="*", metavar="UUID")
+    p.add_argument("--to", required=True, help="target database: 'api' or a cell name")
+    p.add_argument("--from", dest="source", help="move every spec stored in this database")
+    p.add_argument("--chunk-size", type=int, default=500, help="specs per batch (default 500)")
+
+    add("recover", cmd_recover, "finish or roll back interrupted moves", "reqspec recover")
+    add(
+        "verify", cmd_verify,
+        "check that every spec is live in exactly one database, the one its location names "
+        "(exit 1 if not)",
+        "reqspec verify --json",
+    )
 
     p = sub.add_parser("server", help="status or stop of the embedded default server",
                        description="Status or stop of the embedded PostgreSQL under ./.reqspec/.")

@@ -403,22 +403,29 @@ def _generate_fast_paths() -> tuple[Callable[[dict[str, Any]], RequestSpec], Cal
         durable = [f.name for f in fields if not (cls is RequestSpec and f.name in PER_OPERATION_FIELDS)]
         if list(kinds) != durable:
             raise RuntimeError(f"codec fast path: field table of {name} does not match the model")
-        read = [f"def _read_{name}(d):", "    if d.__class__ is not dict: raise _Reject",
-                "    n = 0", f"    o = _new({name})"]
+        # Two bodies: the usual case, a document with every key (written by this code),
+        # and the general one (defaults for absent keys; unknown keys refused by count).
+        # With as many keys as fields, a KeyError means an unknown key: refused as well.
+        complete = [f"    if len(d) == {len(kinds)}:"]
+        partial = ["    else:", "        n = 0"]
+        fixed = []
         write = [f"def _write_{name}(o):", "    return {"]
         for field in fields:
             if field.name not in kinds:  # a per-operation field: its in-memory default
                 namespace[f"_d_{name}_{field.name}"] = field.default
-                read.append(f"    _set(o, {field.name!r}, _d_{name}_{field.name})")
+                fixed.append(f"    _set(o, {field.name!r}, _d_{name}_{field.name})")
                 continue
             kind, _, ref = kinds[field.name].partition(":")
             check = _CHECKS[kind].replace("{cls}", ref)
             default = field.default
-            read.append(f"    v = d.get({field.name!r}, _MISSING)")
+            complete.append(f"        v = d[{field.name!r}]")
+            complete.append(_indent(check, 2))
+            complete.append(f"        _set(o, {field.name!r}, v)")
+            partial.append(f"        v = d.get({field.name!r}, _MISSING)")
             if default is attrs.NOTHING:
-                read.append("    if v is _MISSING: raise _Reject")
-                read.append("    n += 1")
-                read.append(_indent(check, 1))
+                partial.append("        if v is _MISSING: raise _Reject")
+                partial.append("        n += 1")
+                partial.append(_indent(check, 2))
             else:
                 if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
                     namespace[f"_f_{name}_{field.name}"] = default.factory
@@ -426,15 +433,21 @@ def _generate_fast_paths() -> tuple[Callable[[dict[str, Any]], RequestSpec], Cal
                 else:
                     namespace[f"_d_{name}_{field.name}"] = default
                     fill = f"_d_{name}_{field.name}"
-                read.append(f"    if v is _MISSING: v = {fill}")
-                read.append("    else:")
-                read.append("        n += 1")
-                read.append(_indent(check, 2))
-            read.append(f"    _set(o, {field.name!r}, v)")
+                partial.append(f"        if v is _MISSING: v = {fill}")
+                partial.append("        else:")
+                partial.append("            n += 1")
+                partial.append(_indent(check, 3))
+            partial.append(f"        _set(o, {field.name!r}, v)")
             expr = _WRITES.get(kind, "{a}").replace("{a}", f"o.{field.name}").replace("{cls}", ref)
             write.append(f"        {field.name!r}: {expr},")
-        read.append("    if n != len(d): raise _Reject")
-        read.append("    return o")
+        partial.append("        if n != len(d): raise _Reject")
+        read = [
+            f"def _read_{name}(d):",
+            "    if d.__class__ is not dict: raise _Reject",
+            f"    o = _new({name})",
+            *complete, *partial, *fixed,
+            "    return o",
+        ]
         write.append("    }")
         source.extend(["\n".join(read), "\n".join(write)])
     exec(compile("\n\n".join(source), "<reqspec_repo.codec fast paths>", "exec"), namespace)
@@ -467,7 +480,8 @@ def encode(spec: RequestSpec, *, max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) ->
         raise SpecEncodeError(spec.instance_uuid, f"{type(exc).__name__}: {exc}") from exc
     if len(data) > max_bytes:
         raise DocumentTooLargeError(spec.instance_uuid, len(data), max_bytes)
-    if b"\\u0000" in data and _NUL_ESCAPE.search(data):
+    # A backslash is rare in documents and found by memchr: only then look closer.
+    if b"\\" in data and b"\\u0000" in data and _NUL_ESCAPE.search(data):
         raise SpecEncodeError(
             spec.instance_uuid, "a string contains U+0000, which PostgreSQL jsonb cannot store"
         )

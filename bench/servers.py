@@ -1,0 +1,90 @@
+"""The PostgreSQL servers of a benchmark run: embedded (temp dirs) or an admin DSN.
+
+``REQSPEC_BENCH_DSN`` names an admin DSN of an existing server; the benchmark then creates
+(and drops at the end) its own databases there, and the "other server" of the move row is
+the same server. Otherwise two embedded servers are started in a temporary directory and
+deleted at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from reqspec_repo.embedded import LocalServer, create_database, drop_database
+
+#: The same durability for every contender: they all run on these servers.
+DURABILITY = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
+
+class Server:
+    """One server: an admin DSN plus the databases this run created on it."""
+
+    def __init__(self, admin_dsn: str, label: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.label = label
+        self.created: list[str] = []
+        self.suffix = uuid.uuid4().hex[:8]
+
+    def dsn(self, dbname: str) -> str:
+        info = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)
+        info["dbname"] = dbname
+        return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+    def database(self, name: str) -> str:
+        """Create a fresh database; return its DSN."""
+        full = f"bench_{name}_{self.suffix}"
+        create_database(self.admin_dsn, full)
+        self.created.append(full)
+        return self.dsn(full)
+
+    def settings(self) -> dict[str, str]:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            return {
+                name: str(conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0])  # type: ignore[index]
+                for name in (*DURABILITY, "shared_buffers", "server_version")
+            }
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            with contextlib.suppress(Exception):
+                drop_database(self.admin_dsn, name)
+        self.created.clear()
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[tuple[Server, Server, str]]:
+    """(API server, other server for the cell, description)."""
+    admin = os.environ.get("REQSPEC_BENCH_DSN")
+    if admin:
+        a, b = Server(admin, "given"), Server(admin, "given")
+        try:
+            yield a, b, "REQSPEC_BENCH_DSN (move target cell on the same server)"
+        finally:
+            a.drop_all()
+            b.drop_all()
+        return
+    root = Path(tempfile.mkdtemp(prefix="reqspec-bench-"))
+    os.chmod(root, 0o755)  # the server may run as an unprivileged user
+    local = [LocalServer(root / name, settings=DURABILITY) for name in ("api", "cell")]
+    try:
+        for server in local:
+            server.start()
+        yield (
+            Server(local[0].dsn(), "embedded-api"),
+            Server(local[1].dsn(), "embedded-cell"),
+            "two embedded PostgreSQL servers in a temp dir (API and cell on separate servers)",
+        )
+    finally:
+        for server in local:
+            with contextlib.suppress(Exception):
+                server.destroy()
+        shutil.rmtree(root, ignore_errors=True)

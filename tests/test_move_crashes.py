@@ -1,0 +1,126 @@
+"""Real crashes during moves: SIGKILL of a separate mover process, and SIGKILL of the
+source or target PostgreSQL server; then recover() and the invariant."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import build_topology
+from movecheck import assert_invariant
+
+from reqspec_repo.config import API
+from reqspec_repo.demo import sample_spec
+from reqspec_repo.errors import DatabaseUnavailableError
+from reqspec_repo.failpoints import armed
+from reqspec_repo.locations import SpecStore
+from reqspec_repo.moves import move_specs
+from reqspec_repo.recovery import recover
+from reqspec_repo.repository import RequestSpecRepository
+
+
+def open_store(topology):
+    return SpecStore(RequestSpecRepository.from_topology(topology))
+
+
+def mover_env(topology, failpoints=""):
+    env = dict(os.environ)
+    env.pop("REQSPEC_CONFIG", None)
+    env["REQSPEC_API_DSN"] = topology.api.dsn
+    for name, db in topology.cells.items():
+        env[f"REQSPEC_CELL_{name.upper()}_DSN"] = db.dsn
+    env["REQSPEC_FAILPOINTS"] = failpoints
+    return env
+
+
+def test_sigkill_of_a_mover_process_at_random_moments(split_topology):
+    seed = int(os.environ.get("REQSPEC_TEST_SEED", time.time()))
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    store = open_store(split_topology)
+    try:
+        specs = {s.instance_uuid: s for s in (sample_spec() for _ in range(240))}
+        store.create(list(specs.values()))
+        # Slow each chunk down a little so that most kills land inside a move.
+        env = mover_env(split_topology, "after_copy=sleep:0.03,after_seal=sleep:0.03,after_commit=sleep:0.03")
+        route = [(API, "cell1"), ("cell1", "cell2"), ("cell2", API)]
+        kills = 0
+        for i in range(8):
+            source, target = route[i % len(route)]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "reqspec_repo.cli", "move", "--from", source, "--to", target,
+                 "--chunk-size", "30"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            time.sleep(rng.uniform(0.4, 1.4))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.communicate(timeout=60)
+            recover(store)
+            assert_invariant(store, specs)
+        print(f"{kills} of 8 movers killed mid-run")
+        assert kills >= 4  # the test is about kills; most runs must actually be killed
+    finally:
+        store.repo.close()
+
+
+@pytest.fixture
+def cells_on_killable_server(pg_server, killable_server):
+    """API database on the shared server, both cells on a server the test may kill."""
+    cell_server = killable_server()
+    topology, drop = build_topology(pg_server, cell_server)
+    yield topology, cell_server
+    if not cell_server.is_running():
+        cell_server.start()
+    drop()
+
+
+# Killed before the copy, the move cannot commit and is rolled back; killed after the copy,
+# the seal and the commit (source and API) still succeed, so recover() finishes it.
+@pytest.mark.parametrize(
+    "point, outcome, home",
+    [("after_claim", "rolled_back", API), ("after_copy", "finished", "cell1"), ("after_commit", "finished", "cell1")],
+)
+def test_target_server_killed_mid_move(cells_on_killable_server, point, outcome, home):
+    topology, cell_server = cells_on_killable_server
+    store = open_store(topology)
+    specs = {s.instance_uuid: s for s in (sample_spec() for _ in range(20))}
+    store.create(list(specs.values()))
+    with armed(point, cell_server.kill), pytest.raises(DatabaseUnavailableError):
+        move_specs(store, specs, "cell1")
+    store.repo.close()
+    cell_server.start()
+    fresh = open_store(topology)
+    try:
+        report = recover(fresh)
+        assert sorted(getattr(report, outcome)) == sorted(specs)
+        assert {fresh.location(k).database for k in specs} == {home}
+        assert_invariant(fresh, specs)
+    finally:
+        fresh.repo.close()
+
+
+def test_source_server_killed_mid_move(cells_on_killable_server):
+    topology, cell_server = cells_on_killable_server
+    store = open_store(topology)
+    specs = {s.instance_uuid: s for s in (sample_spec() for _ in range(20))}
+    store.create(list(specs.values()), database="cell1")
+    with armed("after_copy", cell_server.kill), pytest.raises(DatabaseUnavailableError):
+        move_specs(store, specs, API)
+    store.repo.close()
+    cell_server.start()
+    fresh = open_store(topology)
+    try:
+        report = recover(fresh)
+        assert sorted(report.rolled_back) == sorted(specs)
+        assert_invariant(fresh, specs)
+        assert move_specs(fresh, specs, API).ok  # and the move goes through afterwards
+        assert_invariant(fresh, specs)
+    finally:
+        fresh.repo.close()
