@@ -10,9 +10,10 @@ RETURNING version;
 
 -- name: insert_specs_from_arrays :exec
 -- One statement for a whole batch: all rows land, or (on any duplicate) none.
+-- The arrays travel in binary (%(...)b): no quoting and unquoting of every document.
 INSERT INTO request_specs (instance_uuid, spec, schema_version)
 SELECT u, s, v
-FROM unnest(%(instance_uuids)s::uuid[], %(specs)s::jsonb[], %(schema_versions)s::int[]) AS t (u, s, v);
+FROM unnest(%(instance_uuids)b::uuid[], %(specs)b::jsonb[], %(schema_versions)b::int[]) AS t (u, s, v);
 
 -- name: list_existing_instance_uuids :many
 -- Which of these instances already have a row here (any state); explains a refused batch.
@@ -28,7 +29,7 @@ WHERE instance_uuid = %(instance_uuid)s AND move_state <> 'incoming';
 -- name: get_many_by_instance_uuids :many
 SELECT instance_uuid, spec, version
 FROM request_specs
-WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_state <> 'incoming';
+WHERE instance_uuid = ANY(%(instance_uuids)b::uuid[]) AND move_state <> 'incoming';
 
 -- name: get_state_by_instance_uuid :one
 -- Any state: used to explain why a write matched no row.

@@ -37,6 +37,25 @@ def eventually(call, *, within: float = 20.0):
             time.sleep(0.1)
 
 
+def outcome_within(call, seconds: float) -> BaseException | None:
+    """Run ``call`` in a thread; fail the test (instead of hanging it) if it is still
+    running after ``seconds``. Returns what it raised (None if it returned)."""
+    result: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            result.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"call still waiting after {seconds} s"
+    return result[0]
+
+
 class Traffic:
     """Writer threads doing create + get + save; records what was acknowledged."""
 
@@ -108,38 +127,25 @@ def check_after_outage(repo, topology, traffic: Traffic, outage) -> None:
     assert not batch.missing and not batch.errors
 
 
-@pytest.mark.parametrize("how", ["restart", "sigkill"])
-def test_server_restart_or_crash_during_traffic(killable_server, how):
+def test_server_restart_then_crash_during_traffic(killable_server):
+    """Fast-shutdown restart, then SIGKILL + start, each under concurrent writers, with the
+    same repository object throughout."""
     server = killable_server()
     topology, _ = build_topology(server, settings=FAST)
     with RequestSpecRepository.from_topology(topology) as repo:
-        traffic = Traffic(repo)
+        check_after_outage(repo, topology, Traffic(repo), server.restart)
 
-        def outage() -> None:
-            if how == "restart":
-                server.restart()
-            else:
-                server.kill()
-                time.sleep(0.5)  # calls fail while it is down
-                server.start()
+        def crash() -> None:
+            server.kill()
+            # while it is down, a call fails fast, typed, naming the database
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailableError) as err:
+                repo.get(cell_context("cell1"), str(uuid.uuid4()))
+            assert time.monotonic() - started < 4
+            assert err.value.retryable and err.value.database == "cell1"
+            server.start()
 
-        check_after_outage(repo, topology, traffic, outage)
-
-
-def test_calls_while_the_server_is_down_fail_fast_and_typed(killable_server):
-    server = killable_server()
-    topology, _ = build_topology(server, settings=FAST)
-    with RequestSpecRepository.from_topology(topology) as repo:
-        spec = new_spec()
-        repo.create(cell_context("cell1"), spec)
-        server.kill()
-        started = time.monotonic()
-        with pytest.raises(DatabaseUnavailableError) as err:
-            repo.get(cell_context("cell1"), spec.instance_uuid)
-        assert time.monotonic() - started < 5
-        assert err.value.retryable and err.value.database == "cell1"
-        server.start()
-        assert eventually(lambda: repo.get(cell_context("cell1"), spec.instance_uuid)).spec == spec
+        check_after_outage(repo, topology, Traffic(repo), crash)
 
 
 def test_a_hung_server_is_cut_by_the_client_side_deadline(killable_server):
@@ -152,60 +158,53 @@ def test_a_hung_server_is_cut_by_the_client_side_deadline(killable_server):
         server.pause()
         try:
             # an already-open connection, mid-query: the server never answers
-            started = time.monotonic()
-            with pytest.raises(DatabaseUnavailableError) as err:
-                repo.get(api_context(), spec.instance_uuid)
-            assert time.monotonic() - started < bound
-            assert "deadline" in str(err.value) and err.value.retryable
+            error = outcome_within(lambda: repo.get(api_context(), spec.instance_uuid), bound)
+            assert isinstance(error, DatabaseUnavailableError), repr(error)
+            assert "deadline" in str(error) and error.retryable
             # no open connection left: new connections are bounded by connect_timeout
-            results: list[BaseException | None] = []
+            errors: list[BaseException | None] = []
 
-            def call() -> None:
-                try:
-                    repo.create(api_context(), new_spec())
-                    results.append(None)
-                except BaseException as exc:  # noqa: BLE001
-                    results.append(exc)
+            def calls() -> None:
+                callers = [
+                    threading.Thread(target=lambda: errors.append(outcome_within(
+                        lambda: repo.create(api_context(), new_spec()), bound + 3)))
+                    for _ in range(3)
+                ]
+                for t in callers:
+                    t.start()
+                for t in callers:
+                    t.join()
 
-            started = time.monotonic()
-            callers = [threading.Thread(target=call, daemon=True) for _ in range(3)]
-            for t in callers:
-                t.start()
-            for t in callers:
-                t.join(timeout=bound + 5)
-            assert not any(t.is_alive() for t in callers), "a call waits forever on a hung server"
-            assert time.monotonic() - started < bound + 3
-            assert len(results) == 3 and all(isinstance(r, DatabaseUnavailableError) for r in results)
-            # a unit of work mid-transaction is cut too
+            assert outcome_within(calls, bound + 5) is None
+            assert len(errors) == 3 and all(isinstance(e, DatabaseUnavailableError) for e in errors), errors
         finally:
             server.resume()
         # after resume the same repository works again
         assert eventually(lambda: repo.get(api_context(), spec.instance_uuid)).spec == spec
 
-
-def test_a_hung_server_cuts_a_unit_of_work_and_an_iteration(killable_server):
-    server = killable_server()
-    topology, _ = build_topology(server, settings=FAST)
-    with RequestSpecRepository.from_topology(topology) as repo:
+        # a unit of work mid-transaction, and an iteration between two fetches
         specs = [new_spec() for _ in range(5)]
         repo.create_many(api_context(), specs)
-        started = time.monotonic()
-        with pytest.raises(DatabaseUnavailableError):
+
+        def transaction() -> None:
             with repo.unit_of_work(api_context()) as uow:
                 uow.create(new_spec())
                 server.pause()
                 uow.create(new_spec())
                 uow.commit()
-        assert time.monotonic() - started < 6
+
+        assert isinstance(outcome_within(transaction, 6), DatabaseUnavailableError)
         server.resume()
-        assert eventually(lambda: repo.count(api_context())) == 5  # the transaction left nothing
-        started = time.monotonic()
-        with pytest.raises(DatabaseUnavailableError):
+        # the transaction left nothing (6 = the first spec + 5)
+        assert eventually(lambda: repo.count(api_context())) == 6
+
+        def iteration() -> None:
             for _ in repo.iterate(api_context(), batch_size=2):
                 server.pause()
-        assert time.monotonic() - started < 6
+
+        assert isinstance(outcome_within(iteration, 6), DatabaseUnavailableError)
         server.resume()
-        assert len(list(eventually(lambda: list(repo.iterate(api_context()))))) == 5
+        assert len(eventually(lambda: list(repo.iterate(api_context())))) == 6
 
 
 def test_a_read_only_database_refuses_every_write_and_keeps_its_state(fresh_topology):
