@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
-import orjson
 import psycopg
 
 from bench import msgspec_model
@@ -176,7 +175,7 @@ class Bench:
         for r in range(s.single_rounds):
             for name in ("raw", "orm", "repo"):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
-                for spec, _doc_ in chunk:
+                for spec, _ in chunk:
                     key = spec.instance_uuid
                     t0 = time.perf_counter()
                     if name == "raw":

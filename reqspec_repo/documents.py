@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import adapt
+from psycopg.abc import AdaptContext
 from psycopg.types.json import Jsonb
 
 
@@ -28,6 +29,6 @@ class RawJsonbLoader(adapt.Loader):
         return bytes(data)
 
 
-def register_document_types(context: adapt.AdaptContext) -> None:
+def register_document_types(context: AdaptContext) -> None:
     """Make jsonb columns load as raw bytes on this connection (or cursor)."""
     context.adapters.register_loader("jsonb", RawJsonbLoader)

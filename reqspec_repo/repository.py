@@ -181,11 +181,11 @@ class SpecSession:
                 for raw_uuid, doc, version in rows:
                     key = str(raw_uuid)
                     try:
-                        spec = decode(doc, instance_uuid=key, database=name)
+                        spec = decode(doc, instance_uuid=key, database=name)  # type: ignore[arg-type]
                     except SpecDecodeError as exc:
                         errors[key] = exc
                         continue
-                    found[key] = StoredSpec(spec, version, name)
+                    found[key] = StoredSpec(spec, int(version), name)  # type: ignore[call-overload]
             finally:
                 if gc_was_enabled:
                     gc.enable()
