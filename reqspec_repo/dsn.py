@@ -41,7 +41,10 @@ def validate_dsn(dsn: str, database: str) -> str:
     if not isinstance(dsn, str) or not dsn.strip():
         raise ConfigError(f"database {database!r}: empty DSN")
     try:
-        conninfo.conninfo_to_dict(dsn)
+        params = conninfo.conninfo_to_dict(dsn)
     except Exception:
         raise ConfigError(f"database {database!r}: malformed DSN {mask_dsn(dsn)!r}") from None
+    port = str(params.get("port") or "")
+    if port and not all(p.strip().isdigit() for p in port.split(",")):
+        raise ConfigError(f"database {database!r}: malformed DSN {mask_dsn(dsn)!r} (port {port!r})")
     return dsn

@@ -7,7 +7,7 @@ database *names* ("api", "cell1"), never DSNs, into these constructors.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class ReqSpecError(Exception):

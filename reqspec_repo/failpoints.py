@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import time
-from typing import Callable, Iterator, Union
+from collections.abc import Callable, Iterator
 
 MOVE_FAILPOINTS = (
     "before_claim",
@@ -24,7 +24,7 @@ MOVE_FAILPOINTS = (
     "after_cleanup",
 )
 
-Action = Union[str, Callable[[], None]]
+Action = str | Callable[[], None]
 _armed: dict[str, Action] = {}
 
 

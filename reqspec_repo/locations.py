@@ -9,7 +9,7 @@ Moves between databases are in :mod:`reqspec_repo.moves`.
 from __future__ import annotations
 
 import uuid as uuid_mod
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 import psycopg

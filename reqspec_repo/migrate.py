@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from psycopg import conninfo
@@ -19,6 +20,7 @@ from yoyo.connections import DatabaseURI
 from .config import Database, Topology
 from .dsn import mask_text, password_of
 from .errors import ReqSpecError, SchemaError
+from .queries import query
 from .resources import migrations_dir
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,7 @@ def schema_status(database: Database) -> SchemaStatus:
 def _applied_ids(backend: DatabaseBackend) -> set[str]:
     if MIGRATION_TABLE not in backend.list_tables():
         return set()
-    cursor = backend.execute(f"SELECT migration_id FROM {MIGRATION_TABLE}")
+    cursor = backend.execute(query("_yoyo_migration", "list_applied_migration_ids").sql)
     return {row[0] for row in cursor.fetchall()}
 
 

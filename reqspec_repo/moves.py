@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid as uuid_mod
-from typing import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 import psycopg

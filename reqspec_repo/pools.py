@@ -11,7 +11,8 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Any, ClassVar, Iterator
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import errors as pg_errors

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator, Mapping
 
 import attrs
 import psycopg
 
 from .config import API
 from .errors import ReqSpecError
-from .locations import Location, SpecStore, _location
+from .locations import Location, SpecStore
 from .queries import query
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -201,7 +201,7 @@ def recover(store: SpecStore) -> RecoveryReport:
     return report
 
 
-def _exec(store: SpecStore, database: str, name: str, table: str, params: dict[str, object]) -> None:
+def _exec(store: SpecStore, database: str, name: str, table: str, params: Mapping[str, object]) -> None:
     with store.repo.connections.connection(database) as conn:
         conn.execute(query(table, name).statement, params)
 

@@ -13,7 +13,7 @@ import contextlib
 import gc
 import logging
 import uuid as uuid_mod
-from typing import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 import psycopg
@@ -28,6 +28,7 @@ from .errors import (
     ConflictError,
     ReqSpecError,
     SpecDecodeError,
+    SpecEncodeError,
     SpecExistsError,
     SpecMovingError,
     SpecNotFoundError,
@@ -121,7 +122,12 @@ class SpecSession:
         docs: list[object] = []
         failures: dict[str, Exception] = {}
         seen: set[str] = set()
-        for spec in specs:
+        for position, spec in enumerate(specs):
+            if not isinstance(spec, RequestSpec):
+                failures[f"item {position}"] = SpecEncodeError(
+                    None, f"expected a RequestSpec, got {type(spec).__name__}"
+                )
+                continue
             if spec.instance_uuid in seen:
                 failures[spec.instance_uuid] = SpecExistsError(spec.instance_uuid, "this batch")
             seen.add(spec.instance_uuid)
@@ -133,14 +139,15 @@ class SpecSession:
             raise BatchError(failures)
         uuids = [s.instance_uuid for s in specs]
         try:
-            self.conn.execute(
-                query("request_specs", "insert_specs_from_arrays").statement,
-                {
-                    "instance_uuids": uuids,
-                    "specs": docs,
-                    "schema_versions": [codec.SCHEMA_VERSION] * len(specs),
-                },
-            )
+            # One binary COPY statement: atomic on its own (autocommit), or part of the
+            # caller's transaction in a unit of work.
+            version = codec.SCHEMA_VERSION
+            with self.conn.cursor() as cur:
+                with cur.copy(query("request_specs", "copy_specs_in").statement) as copy:
+                    copy.set_types(["uuid", "jsonb", "int4"])
+                    write_row = copy.write_row
+                    for key, doc in zip(uuids, docs):
+                        write_row((uuid_mod.UUID(key), doc, version))
         except pg_errors.UniqueViolation:
             if not self.conn.autocommit:
                 raise SpecExistsError(", ".join(uuids[:3]), self.database.name) from None

@@ -15,6 +15,11 @@ INSERT INTO request_specs (instance_uuid, spec, schema_version)
 SELECT u, s, v
 FROM unnest(%(instance_uuids)b::uuid[], %(specs)b::jsonb[], %(schema_versions)b::int[]) AS t (u, s, v);
 
+-- name: copy_specs_in :exec
+-- Batch create by binary COPY (rows: uuid, jsonb, int4). One statement, so all rows land
+-- or, on any duplicate, none; the fastest way in (multi-row inserts, no parameter arrays).
+COPY request_specs (instance_uuid, spec, schema_version) FROM STDIN (FORMAT BINARY);
+
 -- name: list_existing_instance_uuids :many
 -- Which of these instances already have a row here (any state); explains a refused batch.
 SELECT instance_uuid

@@ -7,7 +7,8 @@ REQSPEC_TEST_DSN, else testcontainers, else an embedded server it starts itself.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest

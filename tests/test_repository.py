@@ -215,10 +215,15 @@ def test_create_many_is_one_statement_and_all_or_nothing(repo, monkeypatch):
     assert existing.instance_uuid in str(err.value)
     assert repo.get_many(ctx, [s.instance_uuid for s in specs]).found == {}
 
+    # One statement: a single execute, or a single COPY.
     calls = []
     original = psycopg.Connection.execute
+    original_copy = psycopg.Cursor.copy
     monkeypatch.setattr(
         psycopg.Connection, "execute", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
+    monkeypatch.setattr(
+        psycopg.Cursor, "copy", lambda self, *a, **k: calls.append(1) or original_copy(self, *a, **k)
     )
     stored = repo.create_many(ctx, specs)
     assert len(calls) == 1 and [s.version for s in stored] == [1] * 100

@@ -1,0 +1,104 @@
+"""Migrations on real databases: idempotent, reversible, safe when run concurrently, and the
+`reqspec migrate` report."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from conftest import run_sql
+
+from reqspec_repo import cli
+from reqspec_repo.migrate import migrate_database, migrate_topology, rollback_database, schema_status
+
+
+def tables(topology, database):
+    return {
+        r[0]
+        for r in run_sql(
+            topology, database, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        )
+    }
+
+
+def test_apply_twice_is_a_no_op_and_every_database_gets_the_same_schema(fresh_topology):
+    topo = fresh_topology(migrate=False)
+    first = migrate_topology(topo)
+    assert [r.database for r in first] == ["api", "cell1", "cell2"]
+    assert all(r.applied == r.total >= 1 for r in first)
+    second = migrate_topology(topo)
+    assert all(r.applied == 0 for r in second)
+    for name in topo.database_names:
+        assert {"request_specs", "spec_locations"} <= tables(topo, name)
+
+
+def test_rollback_files_undo_every_migration(fresh_topology):
+    topo = fresh_topology()
+    db = topo.database("cell1")
+    applied = len(schema_status(db).applied)
+    assert rollback_database(db) == applied >= 1
+    assert not {"request_specs", "spec_locations"} & tables(topo, "cell1")
+    assert schema_status(db).applied == []
+    assert migrate_database(db).applied >= 1
+    assert "request_specs" in tables(topo, "cell1")
+
+
+def test_concurrent_migrate_runs_are_safe(fresh_topology):
+    topo = fresh_topology(migrate=False)
+    db = topo.database("api")
+    results, errors = [], []
+    barrier = threading.Barrier(4)
+
+    def run():
+        barrier.wait()
+        try:
+            results.append(migrate_database(db))
+        except Exception as exc:  # noqa: BLE001 - the assertion reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(r.applied for r in results) == results[0].total  # each migration applied once
+    assert schema_status(db).pending == []
+
+
+def test_cli_migrate_prints_one_line_per_database_with_masked_dsn(fresh_topology, monkeypatch, capsys):
+    topo = fresh_topology(migrate=False)
+    monkeypatch.setenv("REQSPEC_CONFIG", "/nonexistent/reqspec.toml")
+    monkeypatch.setenv("REQSPEC_API_DSN", topo.api.dsn)
+    for name, db in topo.cells.items():
+        monkeypatch.setenv(f"REQSPEC_CELL_{name.upper()}_DSN", db.dsn)
+    assert cli.main(["migrate"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("api") and "applied 1" in lines[0]
+
+
+def test_cli_migrate_names_the_failing_database_and_exits_non_zero(fresh_topology, monkeypatch, capsys):
+    topo = fresh_topology(migrate=False)
+    monkeypatch.setenv("REQSPEC_CONFIG", "/nonexistent/reqspec.toml")
+    monkeypatch.setenv("REQSPEC_API_DSN", topo.api.dsn)
+    monkeypatch.setenv("REQSPEC_CELL_CELL1_DSN", topo.cells["cell1"].dsn)
+    monkeypatch.setenv(
+        "REQSPEC_CELL_BROKEN_DSN", "postgresql://app:s3cret-pw@127.0.0.1:1/nowhere?connect_timeout=2"
+    )
+    code = cli.main(["migrate"])
+    out = capsys.readouterr()
+    assert code == 2
+    assert "'broken'" in out.err and "s3cret-pw" not in out.err + out.out
+    assert len(out.err.strip().splitlines()) == 1
+    assert "applied 1" in out.out  # the databases before it were migrated and reported
+
+
+@pytest.mark.parametrize("dsn", ["not a dsn ===", "postgresql://user:pw@host:notaport/db"])
+def test_malformed_dsn_is_a_config_error_naming_the_database(dsn):
+    from reqspec_repo.config import Topology
+    from reqspec_repo.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        Topology.from_dsns("postgresql://h/api", {"cell9": dsn})
+    assert "cell9" in str(err.value) and ":pw@" not in str(err.value)
