@@ -90,49 +90,62 @@ class Mover:
         keys = list(dict.fromkeys(normalize_uuid(u) for u in instance_uuids))
         moved: list[str] = []
         failed: dict[str, ReqSpecError] = {}
-        locations = self.store.locations(keys)
-        by_source: dict[str, list[str]] = {}
-        for key in keys:
-            loc = locations.get(key)
-            if loc is None:
-                failed[key] = LocationNotFoundError(key)
-            elif loc.move_id is not None:
-                failed[key] = MoveInProgressError(key)
-            elif loc.database == target:
-                moved.append(key)  # already there: nothing to do
-            else:
-                by_source.setdefault(loc.database, []).append(key)
-        if progress and moved:
-            progress(len(moved))
-        for source, group in sorted(by_source.items()):
-            for chunk in _chunks(group, self.chunk_size):
-                done, errors = self._move_chunk(chunk, source, target)
-                moved.extend(done)
-                failed.update(errors)
-                if progress:
-                    progress(len(chunk))
+        todo = keys
+        for _round in range(3):
+            # Another mover may relocate a spec between this unlocked read and our claim;
+            # such specs come back as `relocated` and are grouped again by where they are.
+            locations = self.store.locations(todo)
+            by_source: dict[str, list[str]] = {}
+            for key in todo:
+                loc = locations.get(key)
+                if loc is None:
+                    failed[key] = LocationNotFoundError(key)
+                elif loc.move_id is not None:
+                    failed[key] = MoveInProgressError(key)
+                elif loc.database == target:
+                    moved.append(key)  # already there: nothing to do
+                    if progress:
+                        progress(1)
+                else:
+                    by_source.setdefault(loc.database, []).append(key)
+            relocated: list[str] = []
+            for source, group in sorted(by_source.items()):
+                for chunk in _chunks(group, self.chunk_size):
+                    done, errors, moved_away = self._move_chunk(chunk, source, target)
+                    moved.extend(done)
+                    failed.update(errors)
+                    relocated.extend(moved_away)
+                    if progress:
+                        progress(len(chunk) - len(moved_away))
+            todo = relocated
+            if not todo:
+                break
+        for key in todo:
+            failed[key] = MoveInProgressError(key)
         return MoveResult(target, moved, failed)
 
     # -- one chunk, one source ------------------------------------------------------------
 
     def _move_chunk(
         self, uuids: list[str], source: str, target: str
-    ) -> tuple[list[str], dict[str, ReqSpecError]]:
+    ) -> tuple[list[str], dict[str, ReqSpecError], list[str]]:
+        """Move one chunk; returns (moved, failed, relocated-by-someone-else)."""
         move_id = str(uuid_mod.uuid4())
         failed: dict[str, ReqSpecError] = {}
+        relocated: list[str] = []
         failpoint("before_claim")
         with self.connections.connection(API) as api:
             try:
-                claimed = self._claim(api, uuids, source, target, move_id, failed)
+                claimed = self._claim(api, uuids, source, target, move_id, failed, relocated)
                 failpoint("after_claim")
                 if not claimed:
-                    return [], failed
+                    return [], failed, relocated
                 sealed = self._copy_and_seal(claimed, source, target, move_id, failed)
                 dropped = [u for u in claimed if u in failed]
                 if dropped:  # their copies are gone and their sources untouched
                     self._clear(api, dropped, move_id)
                 if not sealed:
-                    return [], failed
+                    return [], failed, relocated
                 # The commit point. If the API connection broke, this raises and the
                 # outcome is decided later by recover() from the location records.
                 committed = self._column(
@@ -149,7 +162,7 @@ class Mover:
                         failed[u] = MoveError(u, "its location changed during the move")
                 self._cleanup(api, committed, source, target, move_id)
                 failpoint("after_cleanup")
-                return committed, failed
+                return committed, failed, relocated
             finally:
                 with contextlib.suppress(psycopg.Error, ReqSpecError):
                     if not api.closed:
@@ -163,6 +176,7 @@ class Mover:
         target: str,
         move_id: str,
         failed: dict[str, ReqSpecError],
+        relocated: list[str],
     ) -> list[str]:
         locked = set(
             self._column(
@@ -185,8 +199,21 @@ class Mover:
                 )
             )
         )
-        for u in locked - started:
-            failed[u] = MoveError(u, f"it no longer lives in {source!r} or has an unfinished move (run recover)")
+        if locked - started:
+            # We hold their locks, so this read is stable: say exactly why each did not start.
+            rows = api.execute(
+                query("spec_locations", "get_locations").statement,
+                {"instance_uuids": sorted(locked - started)},
+            ).fetchall()
+            now = {str(r[0]): r for r in rows}
+            for u in sorted(locked - started):
+                row = now.get(u)
+                if row is None:
+                    failed[u] = LocationNotFoundError(u)
+                elif row[3] is not None:
+                    failed[u] = MoveError(u, "an earlier move of it was interrupted; run recover")
+                else:
+                    relocated.append(u)  # moved by someone else meanwhile
         return [u for u in uuids if u in started]
 
     def _copy_and_seal(
