@@ -12,8 +12,9 @@ import json
 import logging
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import config as config_mod
 from .config import Topology
@@ -30,11 +31,16 @@ configuration:
   embedded default is used: a local PostgreSQL that reqspec starts itself, with its data
   under ./.reqspec/ (API database and cells cell1, cell2).
 
+exit codes:
+  0 ok, 1 a problem was found (verify found inconsistencies, a spec is missing, an import
+  rejected rows, a move failed), 2 usage, configuration or connection error.
+
 examples:
   reqspec migrate
   reqspec demo
   reqspec show 6f1c2b4e-0000-4000-8000-000000000001 --json
   reqspec list --database cell1 --limit 20
+  reqspec import-nova request_specs.jsonl --dry-run
   reqspec move --to cell1 6f1c2b4e-0000-4000-8000-000000000001
   reqspec recover && reqspec verify
   reqspec --config prod.toml verify
@@ -90,25 +96,57 @@ def cmd_migrate(args: argparse.Namespace, topology: Topology) -> int:
 def cmd_show(args: argparse.Namespace, topology: Topology) -> int:
     from .codec import to_document
     from .context import RequestContext
-    from .repository import RequestSpecRepository
+    from .errors import LocationNotFoundError, SpecNotFoundError
+    from .locations import Location, SpecStore
+    from .repository import RequestSpecRepository, StoredSpec
 
+    location: Location | None = None
     with RequestSpecRepository.from_topology(topology) as repo:
-        stored = repo.get(RequestContext(args.database), args.instance_uuid)
+        try:
+            stored: StoredSpec
+            if args.database:  # that database only, whatever the location says
+                stored = repo.get(RequestContext(args.database), args.instance_uuid)
+            else:  # through the location record in the API database
+                store = SpecStore(repo)
+                location = store.location(args.instance_uuid)
+                stored = store.get(args.instance_uuid)
+        except (SpecNotFoundError, LocationNotFoundError) as exc:
+            print(f"reqspec: {exc}", file=sys.stderr)
+            return EXIT_PROBLEM
     doc = to_document(stored.spec)
+    moving = (
+        f"move {location.move_id} to {location.move_target!r} ({location.move_phase})"
+        if location is not None and location.move_id
+        else None
+    )
     if args.json:
-        _print_json({"database": stored.database, "version": stored.version, "spec": doc})
+        _print_json(
+            {
+                "instance_uuid": stored.instance_uuid,
+                "database": stored.database,
+                "version": stored.version,
+                "move": moving,
+                "spec": doc,
+            }
+        )
         return EXIT_OK
-    flavor = stored.spec.flavor
+    spec = stored.spec
+    flavor = spec.flavor
+    group = spec.instance_group
     rows = [
         ("instance", stored.instance_uuid),
-        ("database", stored.database),
+        ("database", stored.database + (f"  ({moving})" if moving else "")),
         ("version", str(stored.version)),
-        ("project / user", f"{stored.spec.project_id} / {stored.spec.user_id}"),
+        ("project / user", f"{spec.project_id} / {spec.user_id}"),
         ("flavor", f"{flavor.name} ({flavor.vcpus} vcpu, {flavor.memory_mb} MB, {flavor.root_gb} GB)"),
-        ("image", stored.spec.image.id if stored.spec.image else "-"),
-        ("availability zone", stored.spec.availability_zone or "-"),
-        ("instance group", stored.spec.instance_group.policy if stored.spec.instance_group else "-"),
-        ("num_instances", str(stored.spec.num_instances)),
+        ("image", f"{spec.image.name or '-'} ({spec.image.id})" if spec.image else "-"),
+        ("availability zone", spec.availability_zone or "-"),
+        ("instance group", f"{group.name or '-'} ({group.policy}, {group.uuid})" if group else "-"),
+        ("num_instances", str(spec.num_instances)),
+        ("numa cells", str(len(spec.numa_topology.cells)) if spec.numa_topology else "-"),
+        ("pci requests", ", ".join(f"{r.alias_name or '-'} x{r.count}" for r in spec.pci_requests) or "-"),
+        ("forced hosts", ", ".join(spec.force_hosts) or "-"),
+        ("scheduler hints", ", ".join(f"{k}={','.join(v)}" for k, v in sorted(spec.scheduler_hints.items())) or "-"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -117,31 +155,71 @@ def cmd_show(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_list(args: argparse.Namespace, topology: Topology) -> int:
-    from .context import RequestContext
-    from .repository import RequestSpecRepository
+    from .codec import decode
+    from .errors import SpecDecodeError
+    from .pools import Connections
+    from .queries import query
 
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    database = topology.database(args.database).name
     listed: list[dict[str, Any]] = []
-    with RequestSpecRepository.from_topology(topology) as repo:
-        for i, stored in enumerate(repo.iterate(RequestContext(args.database))):
-            if i < args.offset:
-                continue
-            if len(listed) >= args.limit:
-                break
-            listed.append(
-                {
-                    "instance_uuid": stored.instance_uuid,
-                    "version": stored.version,
-                    "flavor": stored.spec.flavor.name,
-                    "project_id": stored.spec.project_id,
-                }
-            )
+    problems = 0
+    with Connections(topology) as connections, connections.connection(database) as conn:
+        rows = conn.execute(
+            query("request_specs", "list_specs_page").statement,
+            {"after_id": args.after, "limit": args.limit},
+        ).fetchall()
+    for row_id, raw_uuid, doc, version, state, updated_at in rows:
+        key = str(raw_uuid)
+        entry: dict[str, Any] = {
+            "id": row_id, "instance_uuid": key, "version": version, "state": state,
+            "updated_at": str(updated_at),
+        }
+        try:
+            spec = decode(doc, instance_uuid=key, database=database)  # type: ignore[arg-type]
+        except SpecDecodeError as exc:
+            problems += 1
+            entry.update(flavor=None, project_id=None, error=str(exc))
+        else:
+            entry.update(flavor=spec.flavor.name, project_id=spec.project_id, error=None)
+        listed.append(entry)
+    next_after = listed[-1]["id"] if len(listed) == args.limit else None
     if args.json:
-        _print_json(listed)
+        _print_json({"database": database, "specs": listed, "next_after": next_after})
     else:
-        for row in listed:
-            print(f"{row['instance_uuid']}  v{row['version']:<4} {row['flavor']:<20} {row['project_id']}")
-        print(f"{len(listed)} spec(s) in database {args.database!r} (offset {args.offset})")
-    return EXIT_OK
+        for e in listed:
+            what = f"{e['flavor']:<20} {e['project_id']}" if e["error"] is None else f"! {e['error']}"
+            state = "" if e["state"] == "live" else f" [{e['state']}]"
+            print(f"{e['instance_uuid']}  v{e['version']:<4} {what}{state}")
+        more = f"; next page: --after {next_after}" if next_after is not None else ""
+        print(f"{len(listed)} spec(s) in database {database!r}{more}")
+    return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def cmd_import_nova(args: argparse.Namespace, topology: Topology) -> int:
+    from .nova_import import import_file
+
+    if not args.file.is_file():
+        raise UsageError(f"no such file: {args.file}")
+    store = _store(topology)
+    try:
+        report = import_file(store, args.file, database=args.database, dry_run=args.dry_run, fmt=args.format)
+    finally:
+        store.repo.close()
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        for r in report.rows:
+            if r.status in ("rejected", "skipped"):
+                print(f"line {r.line:<5} {r.instance_uuid or '-':<36}  {r.status}: {r.reason}")
+        verb = "would import" if args.dry_run else "imported"
+        print(
+            f"{verb} {report.imported} spec(s) into {report.database!r}, "
+            f"{report.skipped} already present, {report.rejected} rejected"
+            + (" (dry run: nothing written)" if args.dry_run else "")
+        )
+    return EXIT_OK if report.ok else EXIT_PROBLEM
 
 
 def cmd_demo(args: argparse.Namespace, topology: Topology) -> int:
@@ -276,6 +354,14 @@ def attrs_asdict(obj: Any) -> dict[str, Any]:
 COMMANDS: dict[str, Handler] = {}
 
 
+def _common(p: argparse.ArgumentParser) -> None:
+    """--config and --debug after the sub-command too (SUPPRESS keeps a value given
+    before it)."""
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="topology TOML file")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks and debug logs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reqspec",
@@ -296,21 +382,53 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        _common(p)
         COMMANDS[name] = handler
         return p
 
     add("migrate", cmd_migrate, "apply the migrations to the API database and every cell", "reqspec migrate")
 
-    p = add("show", cmd_show, "show one instance's stored spec", "reqspec show UUID --database cell1 --json")
-    p.add_argument("instance_uuid")
-    p.add_argument("--database", default=config_mod.API, help="'api' (default) or a cell name")
+    p = add(
+        "show", cmd_show,
+        "show one instance's stored spec, found through its location record "
+        "(exit 1 if there is none)",
+        "reqspec show UUID\n  reqspec show UUID --json\n  reqspec show UUID --database cell1",
+    )
+    p.add_argument("instance_uuid", metavar="UUID")
+    p.add_argument("--database", help="read this database ('api' or a cell name) directly, "
+                   "ignoring the location record")
 
-    p = add("list", cmd_list, "list the specs stored in one database", "reqspec list --database cell1 --limit 50")
+    p = add(
+        "list", cmd_list,
+        "list the specs stored in one database, a page at a time (exit 1 if a row cannot be decoded)",
+        "reqspec list --database cell1 --limit 50\n  reqspec list --database cell1 --after 1234",
+    )
     p.add_argument("--database", default=config_mod.API, help="'api' (default) or a cell name")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--limit", type=int, default=50, help="rows per page (default 50)")
+    p.add_argument("--after", type=int, default=0, metavar="ID",
+                   help="start after this row id (the 'next page' value of the previous page)")
 
-    add("demo", cmd_demo, "run the demo on the configured (or embedded) databases", "reqspec demo")
+    p = add(
+        "import-nova", cmd_import_nova,
+        "import specs exported from Nova's request_specs table (JSON lines or CSV with the "
+        "columns instance_uuid and spec); bad rows are reported and skipped, the others "
+        "land; re-running skips those already present (exit 1 if a row was rejected)",
+        "reqspec import-nova request_specs.jsonl --dry-run\n"
+        "  reqspec import-nova request_specs.csv --database cell1 --json",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--database", default=config_mod.API,
+                   help="where the specs land: 'api' (default, as before scheduling) or a cell name")
+    p.add_argument("--dry-run", action="store_true", help="check and report only; write nothing")
+    p.add_argument("--format", choices=["jsonl", "csv"],
+                   help="input format (default: csv for a .csv file, otherwise jsonl)")
+
+    add(
+        "demo", cmd_demo,
+        "walk a 3-instance boot through scheduling, a cross-cell resize, a revert and a "
+        "delete on the configured (or embedded) databases",
+        "reqspec demo",
+    )
 
     p = add(
         "move", cmd_move, "move specs to another database (two-phase, crash-safe)",
@@ -330,8 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("server", help="status or stop of the embedded default server",
-                       description="Status or stop of the embedded PostgreSQL under ./.reqspec/.")
+                       description="Status or stop of the embedded PostgreSQL under ./.reqspec/.",
+                       epilog="example:\n  reqspec server status\n  reqspec server stop",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["status", "stop"])
+    _common(p)
 
     for extend in _EXTENSIONS:
         extend(sub, add)
@@ -342,26 +463,38 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTENSIONS: list[Callable[[Any, Callable[..., argparse.ArgumentParser]], None]] = []
 
 
+def _one_line(exc: BaseException, topology: Topology | None) -> str:
+    from .dsn import mask_text, password_of
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    secrets = [password_of(db.dsn) for db in topology.all_databases()] if topology else []
+    return mask_text(text, [s for s in secrets if s])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
+    if not args.debug:  # the pool's retry warnings would repeat the one-line error
+        logging.getLogger("psycopg").setLevel(logging.ERROR)
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    topology_or_none: Topology | None = None
     try:
         if args.command == "server":
             return cmd_server(args, None)
-        topology = resolve_topology(args)
-        return COMMANDS[args.command](args, topology)
-    except ReqSpecError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"reqspec: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        topology_or_none = resolve_topology(args)
+        return COMMANDS[args.command](args, topology_or_none)
     except KeyboardInterrupt:
         print("reqspec: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # one line, no traceback (unless --debug), never a password
+        if args.debug:
+            traceback.print_exc()
+        prefix = "error" if isinstance(exc, ReqSpecError) else f"unexpected error ({type(exc).__name__})"
+        print(f"reqspec: {prefix}: {_one_line(exc, topology_or_none)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

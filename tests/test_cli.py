@@ -1,0 +1,210 @@
+"""The operator command: conventions (help, exit codes, one-line errors, masked DSNs,
+--json, --config) and the show / list / import-nova / demo commands on a real topology."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import attrs
+import pytest
+from conftest import build_topology
+
+from reqspec_repo.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, build_parser, main
+from reqspec_repo.demo import run_demo, sample_spec
+from reqspec_repo.lifecycle import Lifecycle
+from reqspec_repo.locations import SpecStore
+from reqspec_repo.recovery import verify
+from reqspec_repo.repository import RequestSpecRepository
+
+FIXTURES = Path(__file__).parent / "fixtures" / "nova"
+
+
+@pytest.fixture(scope="module")
+def topology(pg_server):
+    topo, drop = build_topology(pg_server)
+    yield topo
+    drop()
+
+
+@pytest.fixture(scope="module")
+def store(topology):
+    with RequestSpecRepository.from_topology(topology) as repo:
+        yield SpecStore(repo)
+
+
+@pytest.fixture
+def env(monkeypatch, topology, tmp_path):
+    """The CLI sees the test topology through the environment variables."""
+    monkeypatch.chdir(tmp_path)  # no ./reqspec.toml, no ./.reqspec
+    monkeypatch.delenv("REQSPEC_CONFIG", raising=False)
+    monkeypatch.setenv("REQSPEC_API_DSN", topology.api.dsn)
+    for name, db in topology.cells.items():
+        monkeypatch.setenv(f"REQSPEC_CELL_{name.upper()}_DSN", db.dsn)
+    return topology
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def booted(store, n: int = 1, cell: str | None = "cell1") -> list[str]:
+    base = sample_spec(num_instances=n)
+    specs = [attrs.evolve(base, instance_uuid=str(uuid.uuid4())) for _ in range(n)]
+    life = Lifecycle(store)
+    life.boot(specs)
+    if cell:
+        life.scheduled([s.instance_uuid for s in specs], cell)
+    return [s.instance_uuid for s in specs]
+
+
+# --- conventions --------------------------------------------------------------------
+
+
+def test_help_everywhere_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    top = capsys.readouterr().out
+    assert "examples:" in top and "import-nova" in top and "exit codes" in top
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:  # type: ignore[union-attr]
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "example" in capsys.readouterr().out, name
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["no-such-command"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert run(capsys)[0] == EXIT_USAGE  # no command: help, exit 2
+
+
+def test_connection_error_is_one_masked_line_and_debug_adds_the_traceback(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REQSPEC_CONFIG", raising=False)
+    monkeypatch.setenv("REQSPEC_API_DSN", "postgresql://reqspec:s3cr3t-pw@127.0.0.1:1/nova_api")
+    monkeypatch.setenv("REQSPEC_CONNECT_TIMEOUT_S", "1")
+    code, out, err = run(capsys, "show", str(uuid.uuid4()))
+    assert code == EXIT_USAGE and out == ""
+    assert err.startswith("reqspec: error: database 'api' is unavailable")
+    assert len(err.strip().splitlines()) == 1 and "s3cr3t-pw" not in err and "Traceback" not in err
+    code, _, err = run(capsys, "show", str(uuid.uuid4()), "--debug")
+    assert code == EXIT_USAGE and "Traceback" in err and "s3cr3t-pw" not in err
+
+
+def test_config_file_before_or_after_the_command(capsys, monkeypatch, tmp_path, topology, store):
+    (key,) = booted(store)
+    monkeypatch.chdir(tmp_path)
+    for name in ("REQSPEC_CONFIG", "REQSPEC_API_DSN", *(f"REQSPEC_CELL_{c.upper()}_DSN" for c in topology.cells)):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "prod.toml"
+    config.write_text(
+        f'[api]\ndsn = "{topology.api.dsn}"\n'
+        + "".join(f'[cells.{n}]\ndsn = "{db.dsn}"\n' for n, db in topology.cells.items())
+    )
+    assert run(capsys, "--config", str(config), "show", key)[0] == EXIT_OK
+    code, out, _ = run(capsys, "show", key, "--config", str(config), "--json")
+    assert code == EXIT_OK and json.loads(out)["database"] == "cell1"
+    code, _, err = run(capsys, "--config", str(tmp_path / "missing.toml"), "show", key)
+    assert code == EXIT_USAGE and "does not exist" in err
+
+
+def test_unknown_cell_is_a_usage_error(capsys, env):
+    code, out, err = run(capsys, "list", "--database", "cell9")
+    assert code == EXIT_USAGE and out == "" and "unknown cell 'cell9'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# --- show and list -------------------------------------------------------------------
+
+
+def test_show_by_uuid_alone_follows_the_location(capsys, env, store):
+    (key,) = booted(store)
+    code, out, _ = run(capsys, "show", key)
+    assert code == EXIT_OK and key in out and "cell1" in out and "m1.small" in out
+    code, out, _ = run(capsys, "show", key, "--json")
+    doc = json.loads(out)
+    assert code == EXIT_OK and doc["database"] == "cell1" and doc["spec"]["flavor"]["name"] == "m1.small"
+    # --database reads that database only
+    assert run(capsys, "show", key, "--database", "cell1")[0] == EXIT_OK
+    code, out, err = run(capsys, "show", key, "--database", "api")
+    assert code == EXIT_PROBLEM and out == "" and "no request spec" in err
+    code, _, err = run(capsys, "show", str(uuid.uuid4()))
+    assert code == EXIT_PROBLEM and "no location record" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "show", "not-a-uuid")
+    assert code == EXIT_USAGE and "not a uuid" in err
+
+
+def test_list_pages_with_a_keyset_cursor(capsys, env, store):
+    keys = set(booted(store, 5, cell="cell2"))
+    seen: list[str] = []
+    after = 0
+    pages = 0
+    while True:
+        code, out, _ = run(capsys, "list", "--database", "cell2", "--limit", "2", "--after", str(after), "--json")
+        assert code == EXIT_OK
+        page = json.loads(out)
+        assert page["database"] == "cell2" and len(page["specs"]) <= 2
+        seen += [s["instance_uuid"] for s in page["specs"]]
+        pages += 1
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert keys <= set(seen) and len(seen) == len(set(seen)) and pages >= 3
+    code, out, _ = run(capsys, "list", "--database", "cell2", "--limit", "2")
+    assert code == EXIT_OK and "next page: --after" in out
+
+
+# --- import-nova ---------------------------------------------------------------------
+
+
+def test_import_nova_dry_run_then_import_then_rerun(capsys, env, store, tmp_path):
+    rows = [line for kind in ("plain", "numa", "pci") for line in (FIXTURES / f"{kind}.jsonl").read_text().splitlines()]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    first = json.loads(rows[0])["instance_uuid"]
+
+    code, out, _ = run(capsys, "import-nova", str(path), "--dry-run")
+    assert code == EXIT_OK and "would import 3" in out and "nothing written" in out
+    assert run(capsys, "show", first)[0] == EXIT_PROBLEM  # the dry run wrote nothing
+
+    code, out, _ = run(capsys, "import-nova", str(path), "--database", "cell1", "--json")
+    report = json.loads(out)
+    assert code == EXIT_OK and (report["imported"], report["skipped"], report["rejected"]) == (3, 0, 0)
+    code, out, _ = run(capsys, "show", first, "--json")
+    assert json.loads(out)["database"] == "cell1"
+
+    code, out, _ = run(capsys, "import-nova", str(path))
+    assert code == EXIT_OK and "0 spec(s)" in out and "3 already present" in out
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(rows[0] + "\n{oops\n")
+    code, out, _ = run(capsys, "import-nova", str(bad))
+    assert code == EXIT_PROBLEM and "line 2" in out and "rejected: the line is not valid JSON" in out
+
+    code, _, err = run(capsys, "import-nova", str(tmp_path / "missing.jsonl"))
+    assert code == EXIT_USAGE and "no such file" in err
+
+
+# --- demo ----------------------------------------------------------------------------
+
+
+def test_demo_walks_every_step_and_leaves_a_consistent_topology(fresh_topology):
+    topology = fresh_topology(migrate=False)
+    lines: list[str] = []
+    run_demo(topology, out=lines.append)
+    text = "\n".join(lines)
+    for step in ("== migrate", "1. boot", "2. scheduled", "3. resize", "confirm:", "4. resize", "revert:",
+                 "5. a later live migration", "destination compute-9", "6. delete", "== verify: consistent"):
+        assert step in text, step
+    assert "scheduler sees: resize: flavor m1.large, num_instances 1" in text
+    assert "in cell2" in text and "deleted (no location, no spec)" in text
+    with RequestSpecRepository.from_topology(topology) as repo:
+        report = verify(SpecStore(repo))
+    assert report.ok and report.locations == 0
