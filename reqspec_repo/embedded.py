@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -769,34 +770,22 @@ class LocalServer:
         user = _os_user()
         with tempfile.TemporaryFile("w+") as out:
             # output to a file, not a pipe: a daemonised postmaster must not hold our pipe open
+            as_user: dict[str, Any] = {}
             if user is not None:
                 env["HOME"] = str(self.data_dir)
-                result = subprocess.run(
-                    [str(self.bin_dir / tool), *args],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=self.data_dir,
-                    timeout=timeout,
-                    check=False,
-                    start_new_session=True,
-                    user=user.pw_uid,
-                    group=user.pw_gid,
-                    extra_groups=[],
-                )
-            else:
-                result = subprocess.run(
-                    [str(self.bin_dir / tool), *args],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=self.data_dir,
-                    timeout=timeout,
-                    check=False,
-                    start_new_session=True,
-                )
+                as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            result = subprocess.run(
+                [str(self.bin_dir / tool), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.data_dir,
+                timeout=timeout,
+                check=False,
+                start_new_session=True,
+                **as_user,
+            )
             out.seek(0)
             output = out.read()
         completed = subprocess.CompletedProcess(result.args, result.returncode, output, None)
