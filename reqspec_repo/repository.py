@@ -146,7 +146,7 @@ class SpecSession:
                 with cur.copy(query("request_specs", "copy_specs_in").statement) as copy:
                     copy.set_types(["uuid", "jsonb", "int4"])
                     write_row = copy.write_row
-                    for key, doc in zip(uuids, docs):
+                    for key, doc in zip(uuids, docs, strict=True):
                         write_row((uuid_mod.UUID(key), doc, version))
         except pg_errors.UniqueViolation:
             if not self.conn.autocommit:
