@@ -177,7 +177,7 @@ def cmd_list(args: argparse.Namespace, topology: Topology) -> int:
             "updated_at": str(updated_at),
         }
         try:
-            spec = decode(doc, instance_uuid=key, database=database)  # type: ignore[arg-type]
+            spec = decode(doc, instance_uuid=key, database=database)
         except SpecDecodeError as exc:
             problems += 1
             entry.update(flavor=None, project_id=None, error=str(exc))

@@ -129,10 +129,10 @@ class SpecStore:
         from . import codec
 
         try:
-            spec = codec.decode(row[0], instance_uuid=loc.instance_uuid, database=database.name)  # type: ignore[arg-type]
+            spec = codec.decode(row[0], instance_uuid=loc.instance_uuid, database=database.name)
         except SpecDecodeError:
             raise
-        return StoredSpec(spec, int(row[1]), database.name)  # type: ignore[call-overload]
+        return StoredSpec(spec, int(row[1]), database.name)
 
     def context_for(self, instance_uuid: str | uuid_mod.UUID) -> RequestContext:
         """A request context targeting the database that holds this instance's spec."""

@@ -241,7 +241,7 @@ class Mover:
                             query("request_specs", "upsert_incoming").statement,
                             {
                                 "instance_uuids": [str(r[0]) for r in rows],
-                                "specs": [as_jsonb(r[1]) for r in rows],  # type: ignore[arg-type]
+                                "specs": [as_jsonb(r[1]) for r in rows],
                                 "schema_versions": [r[2] for r in rows],
                                 "versions": [r[3] for r in rows],
                                 "move_id": move_id,

@@ -76,7 +76,7 @@ class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
     last_connect_error: ClassVar[str | None] = None
 
     @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> GuardedConnection:  # type: ignore[override]
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> GuardedConnection:
         try:
             conn = super().connect(conninfo, **kwargs)
         except psycopg.Error as exc:

@@ -99,7 +99,7 @@ class _Scanner:
                 for u, state, move_id, version in conn.execute(
                     query("request_specs", "list_all_row_states").statement
                 ):
-                    found[str(u)].append(RowState(name, str(state), _opt(move_id), int(version)))  # type: ignore[call-overload]
+                    found[str(u)].append(RowState(name, str(state), _opt(move_id), int(version)))
         return found
 
     def rows_of(self, uuids: list[str]) -> dict[str, list[RowState]]:
@@ -109,7 +109,7 @@ class _Scanner:
                 for u, state, move_id, version in conn.execute(
                     query("request_specs", "get_row_states").statement, {"instance_uuids": uuids}
                 ):
-                    found[str(u)].append(RowState(name, str(state), _opt(move_id), int(version)))  # type: ignore[call-overload]
+                    found[str(u)].append(RowState(name, str(state), _opt(move_id), int(version)))
         return found
 
 

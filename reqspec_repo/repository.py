@@ -379,13 +379,13 @@ class RequestSpecRepository:
                             for raw_uuid, doc, version in rows:
                                 key = str(raw_uuid)
                                 try:
-                                    spec = codec.decode(doc, instance_uuid=key, database=database.name)  # type: ignore[arg-type]
+                                    spec = codec.decode(doc, instance_uuid=key, database=database.name)
                                 except SpecDecodeError as exc:
                                     if on_error is None:
                                         raise
                                     on_error(exc)
                                     continue
-                                yield StoredSpec(spec, int(version), database.name)  # type: ignore[call-overload]
+                                yield StoredSpec(spec, int(version), database.name)
             finally:
                 with contextlib.suppress(psycopg.Error):
                     conn.rollback()
