@@ -28,15 +28,13 @@ CREATE TABLE spec_locations (
     instance_uuid uuid        PRIMARY KEY,
     database_name text        NOT NULL CHECK (length(database_name) > 0),
     version       bigint      NOT NULL DEFAULT 1 CHECK (version > 0),
-    -- A move in progress: 'copying' until the commit point, then 'committed' (with
-    -- database_name already the target) until the source copy is cleaned up.
+    -- Set by a move's commit point (database_name is then already the target) until
+    -- its cleanup is done: the move, and the database the spec came from.
     move_id       uuid,
-    move_target   text,
-    move_phase    text CHECK (move_phase IN ('copying', 'committed')),
+    moved_from    text,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT spec_locations_move_fields_together
-        CHECK ((move_id IS NULL) = (move_target IS NULL) AND (move_id IS NULL) = (move_phase IS NULL))
+    CONSTRAINT spec_locations_move_fields_together CHECK ((move_id IS NULL) = (moved_from IS NULL))
 );
 
 CREATE INDEX spec_locations_in_move_idx ON spec_locations (move_id) WHERE move_id IS NOT NULL;

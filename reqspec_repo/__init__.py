@@ -20,7 +20,6 @@ from .errors import (
     DatabaseUnavailableError,
     DocumentTooLargeError,
     LocationNotFoundError,
-    MoveConflictError,
     MoveError,
     MoveInProgressError,
     ReadOnlyDatabaseError,
@@ -58,7 +57,7 @@ from .repository import RequestSpecRepository, SpecBatch, StoredSpec, UnitOfWork
 __all__ = [
     "API", "BatchError", "ConfigError", "ConflictError", "Connections", "Database",
     "DatabaseUnavailableError", "Destination", "DocumentTooLargeError", "Flavor", "ImageMeta",
-    "InstanceGroupRef", "Limits", "LocationNotFoundError", "MoveConflictError", "MoveError",
+    "InstanceGroupRef", "Limits", "LocationNotFoundError", "MoveError",
     "MoveInProgressError", "NetworkMetadata", "NumaCell", "NumaTopology", "PER_OPERATION_FIELDS",
     "PciRequest", "ReadOnlyDatabaseError", "ReqSpecError", "RequestContext", "RequestGroup",
     "RequestLevelParams", "RequestSpec", "RequestSpecRepository", "RequestedNetwork",

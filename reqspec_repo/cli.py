@@ -115,7 +115,7 @@ def cmd_show(args: argparse.Namespace, topology: Topology) -> int:
             return EXIT_PROBLEM
     doc = to_document(stored.spec)
     moving = (
-        f"move {location.move_id} to {location.move_target!r} ({location.move_phase})"
+        f"move {location.move_id} from {location.moved_from!r} committed, cleanup pending"
         if location is not None and location.move_id
         else None
     )

@@ -183,12 +183,6 @@ class MoveInProgressError(MoveError):
         super().__init__(instance_uuid, "another move or recovery of it is in progress")
 
 
-class MoveConflictError(MoveError):
-    """The spec kept changing while it was copied; the move was rolled back."""
-
-    retryable = True
-
-
 class LocationNotFoundError(ReqSpecError, LookupError):
     """The API database has no location record for this instance."""
 

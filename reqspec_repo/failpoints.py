@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 MOVE_FAILPOINTS = (
     "before_claim",
     "after_claim",
-    "after_copy",
     "after_seal",
+    "after_copy",
     "after_commit",
     "after_promote",
     "after_cleanup",

@@ -26,29 +26,24 @@ Conn = psycopg.Connection[tuple[object, ...]]
 
 @attrs.frozen
 class Location:
-    """Where one instance's spec lives, and the move in progress if any."""
+    """Where one instance's spec lives. ``move_id`` is set from a move's commit point
+    until its cleanup is done (``database`` is then already the move's target)."""
 
     instance_uuid: str
     database: str
     version: int
     move_id: str | None = None
-    move_target: str | None = None
-    move_phase: str | None = None  # 'copying' (before the commit point) or 'committed'
-
-    @property
-    def committed_move_id(self) -> str | None:
-        return self.move_id if self.move_phase == "committed" else None
+    moved_from: str | None = None
 
 
 def _location(instance_uuid: str, row: Sequence[object]) -> Location:
-    db, version, move_id, target, phase = row
+    db, version, move_id, moved_from = row
     return Location(
         instance_uuid,
         str(db),
         int(version),  # type: ignore[call-overload]
         str(move_id) if move_id is not None else None,
-        str(target) if target is not None else None,
-        str(phase) if phase is not None else None,
+        str(moved_from) if moved_from is not None else None,
     )
 
 
@@ -122,7 +117,7 @@ class SpecStore:
         with self.repo.connections.connection(database.name) as conn:
             row = conn.execute(
                 query("request_specs", "get_committed_by_instance_uuid").statement,
-                {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.committed_move_id},
+                {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.move_id},
             ).fetchone()
         if row is None:
             raise SpecNotFoundError(loc.instance_uuid, database.name)
@@ -156,11 +151,12 @@ class SpecStore:
             if row is None:
                 uow.commit()
                 return False
-            loc = _location(key, row)
-            for name in {loc.database, loc.move_target} - {None}:
-                # Spec rows first: a crash here leaves a location without a spec, which
-                # verify() reports and recover() removes; never an orphan spec.
-                with self.repo.connections.connection(str(name)) as conn:
+            for name in self.topology.database_names:
+                # Every database, since a move interrupted before its commit point leaves
+                # a hidden copy whose database the location does not name. Spec rows
+                # first: a crash here leaves a location without a spec, which verify()
+                # reports and recover() removes; never an orphan spec.
+                with self.repo.connections.connection(name) as conn:
                     conn.execute(query("request_specs", "delete_any_row").statement, {"instance_uuid": key})
             uow.conn.execute(query("spec_locations", "delete_location").statement, {"instance_uuid": key})
             uow.commit()

@@ -3,19 +3,22 @@
 For a batch of instances living in database S and going to database T (move id M):
 
 0. claim   (API)  take each instance's advisory lock on a connection held for the whole
-                  move, and record the intent in its location (phase 'copying');
-1. copy    (T)    write the specs as hidden 'incoming' rows (idempotent upsert);
-2. seal    (S)    compare-and-swap the source rows to 'outgoing' at the copied version:
-                  a save that landed since the copy makes its row drop out, and it is
-                  copied again (up to ``max_recopies`` times, then MoveConflictError);
-3. commit  (API)  flip the locations to T (CAS on source, move id and phase) - the commit
-                  point; reads through the location now go to T's committed copy;
-4. cleanup (T, S, API) make the T rows live, delete the S rows, clear the intent.
+                  move (a crash of the mover releases them);
+1. seal    (S)    the source rows become 'outgoing' (readable, no longer writable) and
+                  come back as raw documents, in one statement: a save committed before
+                  it is copied, a save after it fails with SpecMovingError - none is lost;
+2. copy    (T)    write them as hidden 'incoming' rows (idempotent upsert);
+3. commit  (API)  flip the locations to T, compare-and-swap on the source location - the
+                  commit point; the location keeps the move id until cleanup is done, so
+                  reads through it find T's copy at once;
+4. cleanup (T, S, API) make the T rows live, delete the S rows, clear the move id.
 
-Every step is one statement per database for the whole batch (chunks of
-``chunk_size``), so a batch costs a bounded number of round trips, not one per spec.
-A crash anywhere leaves states that :func:`reqspec_repo.recovery.recover` finishes (after
-the commit point) or rolls back (before it).
+Steps 1-3 commit durably. The cleanup commits without waiting for the WAL flush: if a
+server crash loses it, the durable state after step 3 tells recover() to redo it.
+Every step is one statement per database for the whole chunk (``chunk_size``), so a
+batch costs a bounded number of round trips, not one per spec. A crash anywhere leaves
+states that :func:`reqspec_repo.recovery.recover` finishes (after the commit point) or
+rolls back (before it).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid as uuid_mod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 import psycopg
@@ -32,7 +35,6 @@ from .config import API
 from .documents import as_jsonb
 from .errors import (
     LocationNotFoundError,
-    MoveConflictError,
     MoveError,
     MoveInProgressError,
     ReqSpecError,
@@ -71,12 +73,11 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
 class Mover:
     """Moves specs between the databases of a store's topology."""
 
-    def __init__(self, store: SpecStore, *, chunk_size: int = 500, max_recopies: int = 3) -> None:
+    def __init__(self, store: SpecStore, *, chunk_size: int = 500) -> None:
         self.store = store
         self.connections = store.repo.connections
         self.topology = store.topology
         self.chunk_size = chunk_size
-        self.max_recopies = max_recopies
 
     def move(
         self,
@@ -132,34 +133,33 @@ class Mover:
         """Move one chunk; returns (moved, failed, relocated-by-someone-else)."""
         move_id = str(uuid_mod.uuid4())
         failed: dict[str, ReqSpecError] = {}
-        relocated: list[str] = []
         failpoint("before_claim")
         with self.connections.connection(API) as api:
             try:
-                claimed = self._claim(api, uuids, source, target, move_id, failed, relocated)
-                failpoint("after_claim")
-                if not claimed:
-                    return [], failed, relocated
-                sealed = self._copy_and_seal(claimed, source, target, move_id, failed)
-                dropped = [u for u in claimed if u in failed]
-                if dropped:  # their copies are gone and their sources untouched
-                    self._clear(api, dropped, move_id)
-                if not sealed:
-                    return [], failed, relocated
-                # The commit point. If the API connection broke, this raises and the
-                # outcome is decided later by recover() from the location records.
-                committed = self._column(
+                locked = self._column(
                     api.execute(
-                        query("spec_locations", "flip_locations_to_target").statement,
-                        {"instance_uuids": sealed, "source": source, "move_id": move_id},
+                        query("spec_locations", "try_lock_instances").statement, {"instance_uuids": uuids}
                     )
                 )
+                for u in set(uuids) - set(locked):
+                    failed[u] = MoveInProgressError(u)
+                failpoint("after_claim")
+                sealed = self._seal_and_copy(locked, source, target, move_id, failed)
+                committed: list[str] = []
+                if sealed:
+                    # The commit point. If the API connection broke, this raises and the
+                    # outcome is decided later by recover() from the location records.
+                    committed = self._column(
+                        api.execute(
+                            query("spec_locations", "flip_locations_to_target").statement,
+                            {"instance_uuids": sealed, "source": source, "target": target, "move_id": move_id},
+                        )
+                    )
                 failpoint("after_commit")
-                lost = [u for u in sealed if u not in set(committed)]
-                if lost:  # cannot happen while we hold the locks; roll those back anyway
-                    self._rollback(lost, source, target, move_id)
-                    for u in lost:
-                        failed[u] = MoveError(u, "its location changed during the move")
+                not_committed = [u for u in sealed if u not in set(committed)]
+                if not_committed:  # the location was not (or no longer) S: undo these
+                    self._rollback(not_committed, source, target, move_id)
+                relocated = self._explain(api, [u for u in locked if u not in set(committed)], source, failed)
                 self._cleanup(api, committed, source, target, move_id)
                 failpoint("after_cleanup")
                 return committed, failed, relocated
@@ -168,119 +168,67 @@ class Mover:
                     if not api.closed:
                         api.execute(query("spec_locations", "unlock_all").statement)
 
-    def _claim(
-        self,
-        api: Conn,
-        uuids: list[str],
-        source: str,
-        target: str,
-        move_id: str,
-        failed: dict[str, ReqSpecError],
-        relocated: list[str],
+    def _seal_and_copy(
+        self, uuids: list[str], source: str, target: str, move_id: str, failed: dict[str, ReqSpecError]
     ) -> list[str]:
-        locked = set(
-            self._column(
-                api.execute(query("spec_locations", "try_lock_instances").statement, {"instance_uuids": uuids})
-            )
-        )
-        for u in uuids:
-            if u not in locked:
-                failed[u] = MoveInProgressError(u)
-        started = set(
-            self._column(
-                api.execute(
-                    query("spec_locations", "start_moves").statement,
-                    {
-                        "instance_uuids": [u for u in uuids if u in locked],
-                        "move_id": move_id,
-                        "target": target,
-                        "source": source,
-                    },
-                )
-            )
-        )
-        if locked - started:
-            # We hold their locks, so this read is stable: say exactly why each did not start.
-            rows = api.execute(
-                query("spec_locations", "get_locations").statement,
-                {"instance_uuids": sorted(locked - started)},
+        """Steps 1 and 2; returns the instances sealed in S and copied to T."""
+        if not uuids:
+            return []
+        with self.connections.connection(source) as src:
+            rows = src.execute(
+                query("request_specs", "seal_outgoing").statement,
+                {"instance_uuids": uuids, "move_id": move_id},
             ).fetchall()
-            now = {str(r[0]): r for r in rows}
-            for u in sorted(locked - started):
-                row = now.get(u)
-                if row is None:
-                    failed[u] = LocationNotFoundError(u)
-                elif row[3] is not None:
-                    failed[u] = MoveError(u, "an earlier move of it was interrupted; run recover")
-                else:
-                    relocated.append(u)  # moved by someone else meanwhile
-        return [u for u in uuids if u in started]
+        failpoint("after_seal")
+        if not rows:
+            return []
+        with self.connections.connection(target) as dst:
+            copied = set(
+                self._column(
+                    dst.execute(
+                        query("request_specs", "upsert_incoming").statement,
+                        {
+                            "instance_uuids": [str(r[0]) for r in rows],
+                            "specs": [as_jsonb(r[1]) for r in rows],
+                            "schema_versions": [r[2] for r in rows],
+                            "versions": [r[3] for r in rows],
+                            "move_id": move_id,
+                        },
+                    )
+                )
+            )
+        failpoint("after_copy")
+        refused = [str(r[0]) for r in rows if str(r[0]) not in copied]
+        if refused:
+            self._rollback(refused, source, target, move_id)
+            for u in refused:
+                failed[u] = MoveError(u, f"database {target!r} already holds a spec for it (run verify)")
+        return [str(r[0]) for r in rows if str(r[0]) in copied]
 
-    def _copy_and_seal(
-        self,
-        uuids: list[str],
-        source: str,
-        target: str,
-        move_id: str,
-        failed: dict[str, ReqSpecError],
+    def _explain(
+        self, api: Conn, uuids: list[str], source: str, failed: dict[str, ReqSpecError]
     ) -> list[str]:
-        pending = list(uuids)
-        sealed: list[str] = []
-        with self.connections.connection(source) as src, self.connections.connection(target) as dst:
-            for attempt in range(self.max_recopies + 1):
-                rows = src.execute(
-                    query("request_specs", "get_live_for_move").statement, {"instance_uuids": pending}
-                ).fetchall()
-                found = {str(r[0]) for r in rows}
-                for u in pending:
-                    if u not in found:
-                        failed[u] = SpecNotFoundError(u, source)
-                copied = set(
-                    self._column(
-                        dst.execute(
-                            query("request_specs", "upsert_incoming").statement,
-                            {
-                                "instance_uuids": [str(r[0]) for r in rows],
-                                "specs": [as_jsonb(r[1]) for r in rows],
-                                "schema_versions": [r[2] for r in rows],
-                                "versions": [r[3] for r in rows],
-                                "move_id": move_id,
-                            },
-                        )
-                    )
-                )
-                for u in found - copied:
-                    failed[u] = MoveError(u, f"database {target!r} already holds a spec for it (run verify)")
-                failpoint("after_copy")
-                wanted = [r for r in rows if str(r[0]) in copied]
-                now_sealed = set(
-                    self._column(
-                        src.execute(
-                            query("request_specs", "seal_outgoing").statement,
-                            {
-                                "instance_uuids": [str(r[0]) for r in wanted],
-                                "versions": [r[3] for r in wanted],
-                                "move_id": move_id,
-                            },
-                        )
-                    )
-                )
-                failpoint("after_seal")
-                sealed.extend(u for u in pending if u in now_sealed)
-                # Changed (or deleted) since the copy: copy again, a bounded number of times.
-                pending = [u for u in pending if u in copied and u not in now_sealed]
-                if not pending:
-                    break
-                log.info("move %s: %d spec(s) changed during copy (attempt %d)", move_id, len(pending), attempt + 1)
-            for u in pending:
-                failed[u] = MoveConflictError(u, f"it kept changing during {self.max_recopies + 1} copies")
-            gone = [u for u in uuids if u in failed]
-            if gone:
-                dst.execute(
-                    query("request_specs", "delete_incoming").statement,
-                    {"instance_uuids": gone, "move_id": move_id},
-                )
-        return sealed
+        """Why locked instances did not move; returns those that now live elsewhere
+        (moved by someone else since our unlocked read) so that move() retries them."""
+        pending = [u for u in uuids if u not in failed]
+        if not pending:
+            return []
+        rows = api.execute(
+            query("spec_locations", "get_locations").statement, {"instance_uuids": pending}
+        ).fetchall()
+        now = {str(r[0]): r for r in rows}
+        relocated = []
+        for u in pending:
+            row = now.get(u)
+            if row is None:
+                failed[u] = LocationNotFoundError(u)
+            elif row[3] is not None:
+                failed[u] = MoveError(u, "an earlier move of it was interrupted; run recover")
+            elif str(row[1]) != source:
+                relocated.append(u)
+            else:
+                failed[u] = SpecNotFoundError(u, source)  # located in S, but no live row there
+        return relocated
 
     def _rollback(self, uuids: list[str], source: str, target: str, move_id: str) -> None:
         params = {"instance_uuids": uuids, "move_id": move_id}
@@ -295,21 +243,23 @@ class Mover:
         params = {"instance_uuids": uuids, "move_id": move_id}
         # Target live first, then the source copy goes: the spec is readable throughout.
         with self.connections.connection(target) as dst:
-            dst.execute(query("request_specs", "promote_incoming").statement, params)
+            _relaxed(dst, "request_specs", "promote_incoming", params)
         failpoint("after_promote")
         with self.connections.connection(source) as src:
-            src.execute(query("request_specs", "delete_outgoing").statement, params)
-        self._clear(api, uuids, move_id)
-
-    def _clear(self, api: Conn, uuids: list[str], move_id: str) -> None:
-        api.execute(
-            query("spec_locations", "clear_moves").statement,
-            {"instance_uuids": uuids, "move_id": move_id},
-        )
+            _relaxed(src, "request_specs", "delete_outgoing", params)
+        _relaxed(api, "spec_locations", "clear_moves", params)
 
     @staticmethod
     def _column(cur: psycopg.Cursor[tuple[object, ...]]) -> list[str]:
         return [str(r[0]) for r in cur.fetchall()]
+
+
+def _relaxed(conn: Conn, table: str, name: str, params: Mapping[str, object]) -> None:
+    """One cleanup statement in a transaction that does not wait for the WAL flush,
+    pipelined into a single round trip."""
+    with conn.pipeline(), conn.transaction():
+        conn.execute(query("_session", "relax_commit_durability").statement)
+        conn.execute(query(table, name).statement, params)
 
 
 def move_specs(

@@ -4,17 +4,16 @@ Both scan the location records in the API database and the request_specs rows of
 database. recover() then works only on instances whose advisory lock it can take (so a
 move in progress is left alone), re-reads their state under the lock, and resolves it:
 
-* intent in phase 'copying' (crash before the commit point): roll back - delete the
-  target's incoming copy, unseal the source row, clear the intent;
-* intent in phase 'committed' (crash after it): finish - promote the target's copy,
-  delete the source's outgoing copy, clear the intent;
-* then, for every instance: the row in the database the location names becomes the live
-  one and copies elsewhere are deleted; a location naming a database without the spec is
-  re-pointed at the best copy found (live first, then highest version), or removed when
-  no copy exists anywhere (reported as ``dangling``).
-
-Rows without any location record (orphans: a create into a cell that crashed before its
-API transaction committed) are adopted: the best copy becomes live and gets a location.
+* a location carrying a move id (crash after the commit point): finish - promote the
+  target's incoming copy, delete the outgoing copy elsewhere, clear the move id;
+* otherwise (crash before it, or no move at all): the row in the database the location
+  names becomes the live one (an outgoing row is unsealed) and copies elsewhere (a
+  target's incoming copy) are deleted - the move is rolled back;
+* a location naming a database without the spec is re-pointed at the best copy found
+  (live first, then highest version), or removed when no copy exists (``dangling``);
+* rows without any location record (a create into a cell that crashed before its API
+  transaction committed) are adopted when one of them is live or outgoing; incoming-only
+  leftovers of a destroyed instance are deleted.
 """
 
 from __future__ import annotations
@@ -87,10 +86,7 @@ class _Scanner:
     def all_locations(self) -> dict[str, Location]:
         with self.connections.connection(API) as conn:
             rows = conn.execute(query("spec_locations", "list_all_locations").statement).fetchall()
-        return {
-            str(r[0]): Location(str(r[0]), str(r[1]), 0, _opt(r[2]), _opt(r[3]), _opt(r[4]))
-            for r in rows
-        }
+        return {str(r[0]): Location(str(r[0]), str(r[1]), 0, _opt(r[2]), _opt(r[3])) for r in rows}
 
     def all_rows(self) -> dict[str, list[RowState]]:
         found: dict[str, list[RowState]] = defaultdict(list)
@@ -123,16 +119,15 @@ def _problems_of(key: str, loc: Location | None, rows: list[RowState]) -> list[P
     problems = []
     if loc.move_id is not None:
         problems.append(
-            Problem("interrupted_move", key, f"move {loc.move_id} to {loc.move_target!r} stopped in phase {loc.move_phase}")
+            Problem("interrupted_move", key, f"move {loc.move_id} from {loc.moved_from!r} committed, cleanup unfinished")
         )
     live = [r for r in rows if r.state == "live"]
     if len(live) > 1:
         problems.append(Problem("duplicate", key, f"live in {sorted(r.database for r in live)}"))
     hidden = [r for r in rows if r.state != "live"]
     if hidden and loc.move_id is None:
-        problems.append(
-            Problem("hidden_leftover", key, ", ".join(f"{r.state} row in {r.database!r}" for r in hidden))
-        )
+        kind = "interrupted_move" if any(r.state == "outgoing" for r in hidden) else "hidden_leftover"
+        problems.append(Problem(kind, key, ", ".join(f"{r.state} row in {r.database!r}" for r in hidden)))
     if not any(r.database == loc.database for r in rows):
         problems.append(Problem("missing", key, f"location names {loc.database!r}, which has no row"))
     elif not problems and not any(r.database == loc.database and r.state == "live" for r in rows):
@@ -210,7 +205,11 @@ def _resolve(
     store: SpecStore, key: str, loc: Location | None, rows: list[RowState], report: RecoveryReport
 ) -> None:
     if loc is None:
-        if rows:
+        if rows and all(r.state == "incoming" for r in rows):
+            for r in rows:  # copies of a destroyed instance: nothing to adopt
+                _exec(store, r.database, "delete_any_row", "request_specs", {"instance_uuid": key})
+            report.repaired.append(key)
+        elif rows:
             best = max(rows, key=lambda r: (r.state == "live", r.version))
             with store.repo.connections.connection(API) as conn:
                 conn.execute(
@@ -222,29 +221,26 @@ def _resolve(
             report.repaired.remove(key)
             report.adopted.append(key)
         return
-    batch = {"instance_uuids": [key], "move_id": loc.move_id}
-    if loc.move_id is not None and loc.move_phase == "copying":
-        if loc.move_target:
-            _exec(store, loc.move_target, "delete_incoming", "request_specs", batch)
-        _exec(store, loc.database, "unseal_outgoing", "request_specs", batch)
-        _exec(store, API, "clear_moves", "spec_locations", batch)
-        report.rolled_back.append(key)
-    elif loc.move_id is not None and loc.move_phase == "committed":
+    if loc.move_id is not None:
+        batch = {"instance_uuids": [key], "move_id": loc.move_id}
         _exec(store, loc.database, "promote_incoming", "request_specs", batch)
         for r in rows:
             if r.database != loc.database and r.move_id == loc.move_id:
                 _exec(store, r.database, "delete_outgoing", "request_specs", batch)
         _exec(store, API, "clear_moves", "spec_locations", batch)
         report.finished.append(key)
-    else:
-        rows_after = rows
-        _normalize(store, key, loc, rows_after, report)
+        # Whatever else is left (copies from older crashes) is tidied the same way.
+        fresh = store.locations([key]).get(key)
+        after = _Scanner(store).rows_of([key]).get(key, [])
+        if fresh is not None and _problems_of(key, fresh, after):
+            _normalize(store, key, fresh, after, report)
         return
-    # Whatever else is left (copies from older crashes) is tidied the same way.
-    fresh = store.locations([key]).get(key)
-    after = _Scanner(store).rows_of([key]).get(key, [])
-    if fresh is not None and _problems_of(key, fresh, after):
-        _normalize(store, key, fresh, after, report)
+    if any(r.database == loc.database and r.state == "outgoing" for r in rows):
+        _normalize(store, key, loc, rows, report)
+        report.repaired.remove(key)
+        report.rolled_back.append(key)
+        return
+    _normalize(store, key, loc, rows, report)
 
 
 def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState], report: RecoveryReport) -> None:

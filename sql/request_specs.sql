@@ -85,36 +85,30 @@ LIMIT %(limit)s;
 
 -- ---- moves between databases (see docs/devref.md, "Moves") -------------------------
 
--- name: get_live_for_move :many
--- The rows to copy, as raw documents (no decode on the way through).
-SELECT instance_uuid, spec, schema_version, version
-FROM request_specs
-WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_state = 'live';
+-- name: seal_outgoing :many
+-- Step 1 (seal): the source rows stop taking writes (a save now gets SpecMovingError)
+-- and come back, as raw documents, to be copied. A save that committed before this
+-- statement is in what it returns, so no acknowledged write is left behind.
+UPDATE request_specs
+SET move_state = 'outgoing', move_id = %(move_id)s, updated_at = now()
+WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_state = 'live'
+RETURNING instance_uuid, spec, schema_version, version;
 
 -- name: upsert_incoming :many
--- Phase 1 (copy): a hidden row in the target. Re-running it overwrites only this kind of
--- row, never a live one; returns the uuids copied.
+-- Step 2 (copy): hidden rows in the target. Re-running it overwrites only this kind of
+-- row, never a live one; returns the uuids copied. Arrays go in binary format.
 INSERT INTO request_specs (instance_uuid, spec, schema_version, version, move_state, move_id)
 SELECT u, s, sv, v, 'incoming', %(move_id)s
-FROM unnest(%(instance_uuids)s::uuid[], %(specs)s::jsonb[], %(schema_versions)s::int[],
-            %(versions)s::bigint[]) AS t (u, s, sv, v)
+FROM unnest(%(instance_uuids)b::uuid[], %(specs)b::jsonb[], %(schema_versions)b::int[],
+            %(versions)b::bigint[]) AS t (u, s, sv, v)
 ON CONFLICT (instance_uuid) DO UPDATE
 SET spec = EXCLUDED.spec, schema_version = EXCLUDED.schema_version, version = EXCLUDED.version,
     move_id = EXCLUDED.move_id, updated_at = now()
 WHERE request_specs.move_state = 'incoming'
 RETURNING instance_uuid;
 
--- name: seal_outgoing :many
--- Phase 2a: seal the source rows at the copied version (compare-and-swap); a concurrent
--- save since the copy makes its row drop out here and be copied again.
-UPDATE request_specs AS r
-SET move_state = 'outgoing', move_id = %(move_id)s, updated_at = now()
-FROM unnest(%(instance_uuids)s::uuid[], %(versions)s::bigint[]) AS t (u, v)
-WHERE r.instance_uuid = t.u AND r.version = t.v AND r.move_state = 'live'
-RETURNING r.instance_uuid;
-
 -- name: promote_incoming :many
--- Phase 3a: the committed copy becomes live.
+-- Step 4a (cleanup): the committed copy becomes live.
 UPDATE request_specs
 SET move_state = 'live', move_id = NULL, updated_at = now()
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s
@@ -122,7 +116,7 @@ WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s
 RETURNING instance_uuid;
 
 -- name: delete_outgoing :exec
--- Phase 3b: the source copy goes.
+-- Step 4b (cleanup): the source copy goes.
 DELETE FROM request_specs
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s
   AND move_state = 'outgoing';

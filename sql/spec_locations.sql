@@ -8,12 +8,12 @@ INSERT INTO spec_locations (instance_uuid, database_name)
 SELECT u, %(database_name)s FROM unnest(%(instance_uuids)s::uuid[]) AS t (u);
 
 -- name: get_location :one
-SELECT database_name, version, move_id, move_target, move_phase
+SELECT database_name, version, move_id, moved_from
 FROM spec_locations
 WHERE instance_uuid = %(instance_uuid)s;
 
 -- name: get_locations :many
-SELECT instance_uuid, database_name, version, move_id, move_target, move_phase
+SELECT instance_uuid, database_name, version, move_id, moved_from
 FROM spec_locations
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]);
 
@@ -38,35 +38,26 @@ FROM unnest(%(instance_uuids)s::uuid[]) AS t (u);
 -- name: unlock_all :exec
 SELECT pg_advisory_unlock_all();
 
--- name: start_moves :many
--- The move intent; only instances living in the source with no other move qualify.
+-- name: flip_locations_to_target :many
+-- The commit point of a move: compare-and-swap on the source location (and no other
+-- move pending); marks the move as committed until its cleanup is done.
 UPDATE spec_locations
-SET move_id = %(move_id)s, move_target = %(target)s, move_phase = 'copying', updated_at = now()
+SET database_name = %(target)s, move_id = %(move_id)s, moved_from = %(source)s,
+    version = version + 1, updated_at = now()
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[])
   AND database_name = %(source)s
   AND move_id IS NULL
 RETURNING instance_uuid;
 
--- name: flip_locations_to_target :many
--- The commit point: compare-and-swap on the source location and this move's intent.
-UPDATE spec_locations
-SET database_name = move_target, move_phase = 'committed',
-    version = version + 1, updated_at = now()
-WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[])
-  AND database_name = %(source)s
-  AND move_id = %(move_id)s
-  AND move_phase = 'copying'
-RETURNING instance_uuid;
-
 -- name: clear_moves :exec
 UPDATE spec_locations
-SET move_id = NULL, move_target = NULL, move_phase = NULL, updated_at = now()
+SET move_id = NULL, moved_from = NULL, updated_at = now()
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s;
 
 -- name: repoint_location :exec
 -- recover(): the location named a database without the spec; point it at the one found.
 UPDATE spec_locations
-SET database_name = %(database_name)s, move_id = NULL, move_target = NULL, move_phase = NULL,
+SET database_name = %(database_name)s, move_id = NULL, moved_from = NULL,
     version = version + 1, updated_at = now()
 WHERE instance_uuid = %(instance_uuid)s;
 
@@ -74,4 +65,4 @@ WHERE instance_uuid = %(instance_uuid)s;
 SELECT instance_uuid FROM spec_locations WHERE move_id IS NOT NULL;
 
 -- name: list_all_locations :many
-SELECT instance_uuid, database_name, move_id, move_target, move_phase FROM spec_locations;
+SELECT instance_uuid, database_name, move_id, moved_from FROM spec_locations;

@@ -13,7 +13,6 @@ from reqspec_repo.demo import sample_spec
 from reqspec_repo.errors import (
     ConflictError,
     LocationNotFoundError,
-    MoveConflictError,
     MoveInProgressError,
     SpecMovingError,
     SpecNotFoundError,
@@ -27,7 +26,6 @@ EXPECTED = (
     ConflictError,
     SpecMovingError,
     MoveInProgressError,
-    MoveConflictError,
     LocationNotFoundError,
     SpecNotFoundError,
 )
