@@ -175,13 +175,18 @@ class Connections:
         with translated_errors(database):
             pool = self.pool(name)
             try:
-                with pool.connection() as conn:
-                    try:
-                        yield conn
-                    except psycopg.OperationalError:
-                        if conn.broken or conn.closed:
-                            self._check_later(name)
-                        raise
+                # getconn/putconn rather than pool.connection(): the connections are in
+                # autocommit mode, so the commit-on-exit of the latter is only overhead.
+                # putconn still rolls back (or discards) a connection left mid-transaction.
+                conn = pool.getconn()
+                try:
+                    yield conn
+                except psycopg.OperationalError:
+                    if conn.broken or conn.closed:
+                        self._check_later(name)
+                    raise
+                finally:
+                    pool.putconn(conn)
             except PoolTimeout:
                 last = pool.connection_class.last_connect_error
                 secret = password_of(database.dsn)
