@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import re
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import attrs
 import psycopg
@@ -41,6 +43,7 @@ from .queries import query
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[object, ...]]
+_T = TypeVar("_T")
 DecodeErrorHandler = Callable[[SpecDecodeError], None]
 
 
@@ -71,8 +74,13 @@ class SpecBatch:
     errors: dict[str, SpecDecodeError]
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def normalize_uuid(value: str | uuid_mod.UUID, field: str = "instance_uuid") -> str:
     """Canonical lower-case text form; a typed error names the bad argument."""
+    if value.__class__ is str and _CANONICAL_UUID.fullmatch(value):
+        return value  # the common case, without building a UUID
     if isinstance(value, uuid_mod.UUID):
         return str(value)
     try:
@@ -296,6 +304,12 @@ class RequestSpecRepository:
         with self.connections.connection(database.name) as conn:
             yield SpecSession(conn, database, self.topology.settings.max_document_bytes)
 
+    def _run(self, context: RequestContext, operation: Callable[[SpecSession], _T]) -> _T:
+        # session() without its generator layer: the one-statement methods are hot paths.
+        database = self.topology.database(context.database)
+        with self.connections.connection(database.name) as conn:
+            return operation(SpecSession(conn, database, self.topology.settings.max_document_bytes))
+
     @contextlib.contextmanager
     def unit_of_work(self, context: RequestContext) -> Iterator[UnitOfWork]:
         """One transaction on the context's database; call ``commit()`` to keep it."""
@@ -316,45 +330,37 @@ class RequestSpecRepository:
 
     def create(self, context: RequestContext, spec: RequestSpec) -> StoredSpec:
         """Store a new spec; SpecExistsError if the instance already has one there."""
-        with self.session(context) as s:
-            return s.create(spec)
+        return self._run(context, lambda s: s.create(spec))
 
     def create_many(self, context: RequestContext, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
         """Store many new specs in one round trip: all of them, or none (BatchError)."""
-        with self.session(context) as s:
-            return s.create_many(specs)
+        return self._run(context, lambda s: s.create_many(specs))
 
     def get(self, context: RequestContext, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         """The live spec of an instance; SpecNotFoundError if there is none there."""
-        with self.session(context) as s:
-            return s.get(instance_uuid)
+        return self._run(context, lambda s: s.get(instance_uuid))
 
     def get_many(
         self, context: RequestContext, instance_uuids: Iterable[str | uuid_mod.UUID]
     ) -> SpecBatch:
         """Many specs in one round trip; corrupt rows are reported in ``errors``."""
-        with self.session(context) as s:
-            return s.get_many(instance_uuids)
+        return self._run(context, lambda s: s.get_many(instance_uuids))
 
     def save(self, context: RequestContext, spec: RequestSpec, *, expected_version: int) -> StoredSpec:
         """Compare-and-swap: write only if the stored version is ``expected_version``."""
-        with self.session(context) as s:
-            return s.save(spec, expected_version)
+        return self._run(context, lambda s: s.save(spec, expected_version))
 
     def destroy(
         self, context: RequestContext, instance_uuid: str | uuid_mod.UUID, *, missing_ok: bool = False
     ) -> bool:
         """Delete the live spec; True if one was deleted."""
-        with self.session(context) as s:
-            return s.destroy(instance_uuid, missing_ok=missing_ok)
+        return self._run(context, lambda s: s.destroy(instance_uuid, missing_ok=missing_ok))
 
     def exists(self, context: RequestContext, instance_uuid: str | uuid_mod.UUID) -> bool:
-        with self.session(context) as s:
-            return s.exists(instance_uuid)
+        return self._run(context, lambda s: s.exists(instance_uuid))
 
     def count(self, context: RequestContext) -> int:
-        with self.session(context) as s:
-            return s.count()
+        return self._run(context, lambda s: s.count())
 
     def iterate(
         self,
