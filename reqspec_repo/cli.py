@@ -61,7 +61,8 @@ def resolve_topology(args: argparse.Namespace) -> Topology:
 
     embedded = embedded_default(Path.cwd())
     print(
-        "reqspec: no configuration found; using the embedded default server under ./.reqspec/",
+        "reqspec: no configuration found; using the embedded default server under ./.reqspec/ "
+        "(it keeps running; `reqspec server stop` stops it)",
         file=sys.stderr,
     )
     return Topology.from_dsns(embedded.api_dsn, embedded.cells)
