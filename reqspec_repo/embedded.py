@@ -48,6 +48,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from reqspec_repo.errors import ReqSpecError
+from reqspec_repo.queries import query
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -308,15 +309,20 @@ def _dir_lock(path: Path) -> _DirLock:
 # --- database helpers -------------------------------------------------------------------
 
 
+def _admin(name: str, database: str) -> sql.Composed:
+    """A named admin statement from sql/_admin.sql with the database name as an identifier."""
+    return sql.SQL(query("_admin", name).sql).format(database=sql.Identifier(database))
+
+
 def create_database(admin_dsn: str, name: str, *, exist_ok: bool = False) -> None:
     """CREATE DATABASE name on the server of admin_dsn (connect_timeout 10 s)."""
     with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
         if exist_ok:
-            row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            row = conn.execute(query("_admin", "exists_database").statement, {"name": name}).fetchone()
             if row is not None:
                 return
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(_admin("create_database", name))
         except (pg_errors.DuplicateDatabase, pg_errors.UniqueViolation):
             if not exist_ok:
                 raise
@@ -324,9 +330,8 @@ def create_database(admin_dsn: str, name: str, *, exist_ok: bool = False) -> Non
 
 def drop_database(admin_dsn: str, name: str, *, missing_ok: bool = True) -> None:
     """DROP DATABASE name WITH (FORCE): open sessions on it are terminated."""
-    if_exists = sql.SQL("IF EXISTS ") if missing_ok else sql.SQL("")
     with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {}{} WITH (FORCE)").format(if_exists, sql.Identifier(name)))
+        conn.execute(_admin("drop_database_if_exists" if missing_ok else "drop_database", name))
 
 
 # --- the server -------------------------------------------------------------------------

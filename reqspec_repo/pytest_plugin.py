@@ -361,9 +361,11 @@ def _fail_run(message: str) -> NoReturn:
 def _start_env(dsn: str) -> ServerHandle:
     import psycopg
 
+    from reqspec_repo.queries import query
+
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            version = conn.execute("SHOW server_version").fetchone()
+            version = conn.execute(query("_admin", "show_server_version").statement).fetchone()
     except Exception as exc:
         raise RuntimeError(f"{ENV_DSN}={mask_dsn(dsn)} is not reachable: {type(exc).__name__}") from exc
     return ServerHandle("env", dsn, detail=f"PostgreSQL {version[0] if version else '?'}")

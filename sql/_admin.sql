@@ -1,0 +1,17 @@
+-- Server administration for the embedded server and the test harness (no table).
+-- {database} is an identifier, composed with psycopg.sql.Identifier, never a value.
+
+-- name: exists_database :scalar
+SELECT 1 FROM pg_database WHERE datname = %(name)s;
+
+-- name: create_database :exec
+CREATE DATABASE {database};
+
+-- name: drop_database_if_exists :exec
+DROP DATABASE IF EXISTS {database} WITH (FORCE);
+
+-- name: drop_database :exec
+DROP DATABASE {database} WITH (FORCE);
+
+-- name: show_server_version :scalar
+SHOW server_version;
