@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import uuid
 from pathlib import Path
 
 import attrs
 import pytest
-from conftest import build_topology
+from conftest import build_topology, run_sql
 
 from reqspec_repo.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, build_parser, main
 from reqspec_repo.demo import run_demo, sample_spec
@@ -208,3 +210,45 @@ def test_demo_walks_every_step_and_leaves_a_consistent_topology(fresh_topology):
     with RequestSpecRepository.from_topology(topology) as repo:
         report = verify(SpecStore(repo))
     assert report.ok and report.locations == 0
+
+
+# --- moves from the command line -----------------------------------------------------
+
+
+def test_move_recover_verify_from_the_command_line(capsys, env, store):
+    keys = booted(store, 3, cell=None)
+    code, out, _ = run(capsys, "move", "--to", "cell2", *keys)
+    assert code == 0 and "moved 3 spec(s) to 'cell2', 0 failed" in out
+    assert {store.location(k).database for k in keys} == {"cell2"}
+
+    code, out, _ = run(capsys, "move", "--to", "cell1", "--json", keys[0], str(uuid.uuid4()))
+    report = json.loads(out)
+    assert code == 1 and report["moved"] == [keys[0]] and len(report["failed"]) == 1
+
+    # Plant an interrupted move: a sealed source row and a hidden copy elsewhere.
+    move_id = str(uuid.uuid4())
+    run_sql(env, "cell2", "UPDATE request_specs SET move_state='outgoing', move_id=%s WHERE instance_uuid=%s",
+            [move_id, keys[1]])
+    code, out, _ = run(capsys, "verify")
+    assert code == 1 and "interrupted_move" in out and keys[1] in out
+    code, out, _ = run(capsys, "recover", "--json")
+    assert code == 0 and json.loads(out)["rolled_back"] == [keys[1]]
+    code, out, _ = run(capsys, "verify")
+    assert code == 0 and out.startswith("consistent")
+
+
+def test_move_shows_a_progress_bar_on_a_terminal_only(capsys, env, store, monkeypatch):
+    keys = booted(store, 4, cell=None)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, original = Terminal(), sys.stderr
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["move", "--to", "cell1", "--chunk-size", "2", *keys]) == 0
+    assert "[##############################] 4/4" in terminal.getvalue()
+    monkeypatch.setattr(sys, "stderr", original)
+    keys2 = booted(store, 2, cell=None)
+    code, out, err = run(capsys, "move", "--to", "cell1", *keys2)
+    assert code == 0 and "#" not in err and "moved 2 spec(s)" in out

@@ -273,3 +273,25 @@ def test_recover_leaves_a_move_in_progress_alone(store):
     assert sorted(seen["report"].busy) == sorted(specs) and seen["report"].changed == 0
     assert seen["verify"].ok and sorted(seen["verify"].busy) == sorted(specs)
     assert_invariant(store, specs)
+
+
+def test_one_failing_spec_does_not_lose_or_duplicate_the_others(store):
+    specs = boot(store, 6)
+    keys = list(specs)
+    blocked = keys[2]
+    # cell1 already holds a (stray) live row for one instance: its copy is refused there.
+    [(doc,)] = run_sql(store.topology, API, "SELECT spec::text FROM request_specs WHERE instance_uuid=%s", [blocked])
+    run_sql(store.topology, "cell1",
+            "INSERT INTO request_specs (instance_uuid, spec, schema_version) VALUES (%s, %s::jsonb, 2)",
+            [blocked, doc])
+    result = move_specs(store, keys, "cell1")
+    assert list(result.failed) == [blocked] and "already holds" in str(result.failed[blocked])
+    assert sorted(result.moved) == sorted(k for k in keys if k != blocked)
+    assert store.location(blocked).database == API
+    # The blocked one is still live in the API database (its seal was undone) ...
+    assert run_sql(store.topology, API, "SELECT move_state FROM request_specs WHERE instance_uuid=%s",
+                   [blocked]) == [("live",)]
+    # ... and the stray copy is what verify() reports and recover() removes.
+    assert {p.kind for p in verify(store).problems if p.instance_uuid == blocked} == {"duplicate"}
+    recover(store)
+    assert_invariant(store, specs)
