@@ -19,8 +19,12 @@ move in progress is left alone), re-reads their state under the lock, and resolv
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import uuid as uuid_mod
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import attrs
 import psycopg
@@ -83,20 +87,52 @@ class _Scanner:
         self.connections = store.repo.connections
         self.names = store.topology.database_names
 
-    def all_locations(self) -> dict[str, Location]:
-        with self.connections.connection(API) as conn:
-            rows = conn.execute(query("spec_locations", "list_all_locations").statement).fetchall()
-        return {str(r[0]): Location(str(r[0]), str(r[1]), 0, _opt(r[2]), _opt(r[3])) for r in rows}
+    def _stream(self, database: str, table: str, name: str) -> Iterator[tuple[Any, ...]]:
+        """All rows of one listing query through a server-side cursor (bounded memory)."""
+        with self.connections.connection(database) as conn:
+            conn.autocommit = False
+            try:
+                with conn.cursor(name=f"reqspec_scan_{uuid_mod.uuid4().hex[:12]}") as cur:
+                    cur.execute(query(table, name).statement)
+                    while batch := cur.fetchmany(2000):
+                        yield from batch
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+                    conn.autocommit = True
 
-    def all_rows(self) -> dict[str, list[RowState]]:
-        found: dict[str, list[RowState]] = defaultdict(list)
-        for name in self.names:
-            with self.connections.connection(name) as conn:
-                for u, state, move_id, version in conn.execute(
-                    query("request_specs", "list_all_row_states").statement
-                ):
-                    found[str(u)].append(RowState(name, str(state), _opt(move_id), int(version)))
-        return found
+    def _row_stream(self, name: str) -> Iterator[tuple[Any, Location | None, RowState | None]]:
+        for r in self._stream(name, "request_specs", "list_all_row_states"):
+            yield r[0], None, RowState(name, str(r[1]), _opt(r[2]), int(r[3]))
+
+    def suspects(self) -> tuple[list[str], int, dict[str, int]]:
+        """Instances with a problem, the number of locations, and rows per database.
+
+        Every database and the location records are read in uuid order and merged, so
+        memory stays bounded whatever the number of specs; only suspects are kept."""
+        streams: list[Iterator[tuple[Any, Location | None, RowState | None]]] = [
+            (
+                (r[0], Location(str(r[0]), str(r[1]), 0, _opt(r[2]), _opt(r[3])), None)
+                for r in self._stream(API, "spec_locations", "list_all_locations")
+            )
+        ]
+        streams.extend(self._row_stream(name) for name in self.names)
+        found: list[str] = []
+        locations = 0
+        counts: dict[str, int] = defaultdict(int)
+        for key, group in itertools.groupby(heapq.merge(*streams, key=lambda t: t[0]), key=lambda t: t[0]):
+            loc: Location | None = None
+            rows: list[RowState] = []
+            for _, location, row in group:
+                if location is not None:
+                    loc = location
+                    locations += 1
+                if row is not None:
+                    rows.append(row)
+                    counts[row.database] += 1
+            if _problems_of(str(key), loc, rows):
+                found.append(str(key))
+        return found, locations, dict(counts)
 
     def rows_of(self, uuids: list[str]) -> dict[str, list[RowState]]:
         found: dict[str, list[RowState]] = defaultdict(list)
@@ -156,44 +192,43 @@ def _locks(store: SpecStore, uuids: list[str]) -> Iterator[set[str]]:
 def verify(store: SpecStore) -> VerifyReport:
     """Read-only consistency check across the API database and every cell."""
     scan = _Scanner(store)
-    locations = scan.all_locations()
-    rows = scan.all_rows()
-    suspects = sorted({k for k in set(locations) | set(rows) if _problems_of(k, locations.get(k), rows.get(k, []))})
+    suspects, locations, counts = scan.suspects()
     problems: list[Problem] = []
     busy: list[str] = []
-    with _locks(store, suspects) as locked:
-        if suspects:
-            fresh_locs = store.locations(suspects)
-            fresh_rows = scan.rows_of(suspects)
-        for key in suspects:
-            if key not in locked:
-                busy.append(key)
-                continue
-            problems.extend(_problems_of(key, fresh_locs.get(key), fresh_rows.get(key, [])))
-    counts: dict[str, int] = defaultdict(int)
-    for key_rows in rows.values():
-        for r in key_rows:
-            counts[r.database] += 1
-    return VerifyReport(problems, len(locations), dict(counts), busy)
+    for chunk in _chunks(suspects):
+        with _locks(store, chunk) as locked:
+            fresh_locs = store.locations(chunk)
+            fresh_rows = scan.rows_of(chunk)
+            for key in chunk:
+                if key not in locked:
+                    busy.append(key)
+                    continue
+                problems.extend(_problems_of(key, fresh_locs.get(key), fresh_rows.get(key, [])))
+    return VerifyReport(problems, locations, counts, busy)
 
 
 def recover(store: SpecStore) -> RecoveryReport:
     """Finish or roll back every interrupted move; idempotent, safe beside running moves."""
     scan = _Scanner(store)
-    locations = scan.all_locations()
-    rows = scan.all_rows()
-    suspects = sorted({k for k in set(locations) | set(rows) if _problems_of(k, locations.get(k), rows.get(k, []))})
+    suspects, _, _ = scan.suspects()
     report = RecoveryReport([], [], [], [], [], [])
-    if not suspects:
-        return report
-    with _locks(store, suspects) as locked:
-        mine = [k for k in suspects if k in locked]
-        report.busy.extend(k for k in suspects if k not in locked)
-        fresh_locs = store.locations(mine) if mine else {}
-        fresh_rows = scan.rows_of(mine) if mine else {}
-        for key in mine:
-            _resolve(store, key, fresh_locs.get(key), fresh_rows.get(key, []), report)
+    for chunk in _chunks(suspects):
+        with _locks(store, chunk) as locked:
+            mine = [k for k in chunk if k in locked]
+            report.busy.extend(k for k in chunk if k not in locked)
+            if not mine:
+                continue
+            fresh_locs = store.locations(mine)
+            fresh_rows = scan.rows_of(mine)
+            for key in mine:
+                _resolve(store, key, fresh_locs.get(key), fresh_rows.get(key, []), report)
     return report
+
+
+def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
+    # Bounded per lock round: session advisory locks use shared lock-table slots.
+    for i in range(0, len(keys), size):
+        yield keys[i:i + size]
 
 
 def _exec(store: SpecStore, database: str, name: str, table: str, params: Mapping[str, object]) -> None:

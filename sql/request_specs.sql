@@ -151,7 +151,8 @@ FROM request_specs
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]);
 
 -- name: list_all_row_states :many
-SELECT instance_uuid, move_state, move_id, version FROM request_specs;
+-- Streamed in uuid order by verify()/recover(), merged with the location records.
+SELECT instance_uuid, move_state, move_id, version FROM request_specs ORDER BY instance_uuid;
 
 -- name: set_row_live :exec
 -- recover(): make one row the live copy whatever its move state.

@@ -65,4 +65,5 @@ WHERE instance_uuid = %(instance_uuid)s;
 SELECT instance_uuid FROM spec_locations WHERE move_id IS NOT NULL;
 
 -- name: list_all_locations :many
-SELECT instance_uuid, database_name, move_id, moved_from FROM spec_locations;
+-- Streamed in uuid order by verify()/recover(), merged with every database's rows.
+SELECT instance_uuid, database_name, move_id, moved_from FROM spec_locations ORDER BY instance_uuid;
