@@ -8,13 +8,6 @@ INSERT INTO request_specs (instance_uuid, spec, schema_version)
 VALUES (%(instance_uuid)s, %(spec)s, %(schema_version)s)
 RETURNING version;
 
--- name: insert_specs_from_arrays :exec
--- One statement for a whole batch: all rows land, or (on any duplicate) none.
--- The arrays travel in binary (%(...)b): no quoting and unquoting of every document.
-INSERT INTO request_specs (instance_uuid, spec, schema_version)
-SELECT u, s, v
-FROM unnest(%(instance_uuids)b::uuid[], %(specs)b::jsonb[], %(schema_versions)b::int[]) AS t (u, s, v);
-
 -- name: copy_specs_in :exec
 -- Batch create by binary COPY (rows: uuid, jsonb, int4). One statement, so all rows land
 -- or, on any duplicate, none; the fastest way in (multi-row inserts, no parameter arrays).
@@ -140,9 +133,6 @@ SELECT spec, version
 FROM request_specs
 WHERE instance_uuid = %(instance_uuid)s
   AND (move_state <> 'incoming' OR move_id = %(committed_move_id)s);
-
--- name: list_rows_in_move :many
-SELECT instance_uuid FROM request_specs WHERE move_id IS NOT NULL;
 
 -- name: get_row_states :many
 -- recover()/verify(): every row of these instances, any state.

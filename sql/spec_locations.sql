@@ -61,9 +61,6 @@ SET database_name = %(database_name)s, move_id = NULL, moved_from = NULL,
     version = version + 1, updated_at = now()
 WHERE instance_uuid = %(instance_uuid)s;
 
--- name: list_locations_in_move :many
-SELECT instance_uuid FROM spec_locations WHERE move_id IS NOT NULL;
-
 -- name: list_all_locations :many
 -- Streamed in uuid order by verify()/recover(), merged with every database's rows.
 SELECT instance_uuid, database_name, move_id, moved_from FROM spec_locations ORDER BY instance_uuid;
