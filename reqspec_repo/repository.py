@@ -146,19 +146,19 @@ class SpecSession:
         if failures:
             raise BatchError(failures)
         uuids = [s.instance_uuid for s in specs]
+        # One binary COPY statement: atomic on its own (autocommit). In a unit of work it
+        # runs under a savepoint, so that a refused batch leaves the caller's transaction
+        # usable and the existing uuids can be named.
+        guard = contextlib.nullcontext() if self.conn.autocommit else self.conn.transaction()
         try:
-            # One binary COPY statement: atomic on its own (autocommit), or part of the
-            # caller's transaction in a unit of work.
             version = codec.SCHEMA_VERSION
-            with self.conn.cursor() as cur:
+            with guard, self.conn.cursor() as cur:
                 with cur.copy(query("request_specs", "copy_specs_in").statement) as copy:
                     copy.set_types(["uuid", "jsonb", "int4"])
                     write_row = copy.write_row
                     for key, doc in zip(uuids, docs, strict=True):
                         write_row((uuid_mod.UUID(key), doc, version))
         except pg_errors.UniqueViolation:
-            if not self.conn.autocommit:
-                raise SpecExistsError(", ".join(uuids[:3]), self.database.name) from None
             existing = self.conn.execute(
                 query("request_specs", "list_existing_instance_uuids").statement,
                 {"instance_uuids": uuids},

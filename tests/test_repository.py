@@ -345,3 +345,20 @@ def test_json_numbers_in_image_properties_survive_jsonb(repo):
     assert repo.get(api_context(), spec.instance_uuid).spec.image.properties == props
     with pytest.raises(SpecValidationError, match="image.properties"):
         attrs.evolve(spec.image, properties={"huge": 1e300})
+
+
+def test_unit_of_work_commits_explicitly_and_rolls_back_by_default(repo):
+    ctx = cell_context("cell1")
+    kept, dropped = sample_spec(), sample_spec()
+    with repo.unit_of_work(ctx) as uow:
+        uow.create(dropped)
+    assert not repo.exists(ctx, dropped.instance_uuid)  # no commit(): rolled back
+    existing = sample_spec()
+    repo.create(ctx, existing)
+    with repo.unit_of_work(ctx) as uow:
+        uow.create(kept)
+        with pytest.raises(BatchError) as err:  # refused under a savepoint ...
+            uow.create_many([sample_spec(), existing])
+        assert list(err.value.failures) == [existing.instance_uuid]
+        uow.commit()  # ... so the rest of the transaction still commits
+    assert repo.exists(ctx, kept.instance_uuid)
