@@ -221,7 +221,8 @@ def recover(store: SpecStore) -> RecoveryReport:
             fresh_locs = store.locations(mine)
             fresh_rows = scan.rows_of(mine)
             for key in mine:
-                _resolve(store, key, fresh_locs.get(key), fresh_rows.get(key, []), report)
+                outcome = _resolve(store, key, fresh_locs.get(key), fresh_rows.get(key, []))
+                getattr(report, outcome).append(key)
     return report
 
 
@@ -236,64 +237,47 @@ def _exec(store: SpecStore, database: str, name: str, table: str, params: Mappin
         conn.execute(query(table, name).statement, params)
 
 
-def _resolve(
-    store: SpecStore, key: str, loc: Location | None, rows: list[RowState], report: RecoveryReport
-) -> None:
+def _resolve(store: SpecStore, key: str, loc: Location | None, rows: list[RowState]) -> str:
+    """Bring one locked instance to its one live copy; returns the report field to count it in."""
     if loc is None:
-        if rows and all(r.state == "incoming" for r in rows):
+        if all(r.state == "incoming" for r in rows):
             for r in rows:  # copies of a destroyed instance: nothing to adopt
                 _exec(store, r.database, "delete_any_row", "request_specs", {"instance_uuid": key})
-            report.repaired.append(key)
-        elif rows:
-            best = max(rows, key=lambda r: (r.state == "live", r.version))
-            with store.repo.connections.connection(API) as conn:
-                conn.execute(
-                    query("spec_locations", "insert_locations").statement,
-                    {"instance_uuids": [key], "database_name": best.database},
-                )
-            adopted = Location(key, best.database, 1)
-            _normalize(store, key, adopted, rows, report)
-            report.repaired.remove(key)
-            report.adopted.append(key)
-        return
-    if loc.move_id is not None:
+            return "repaired"
+        best = max(rows, key=lambda r: (r.state == "live", r.version))
+        _exec(store, API, "insert_locations", "spec_locations",
+              {"instance_uuids": [key], "database_name": best.database})
+        _normalize(store, key, Location(key, best.database, 1), rows)
+        return "adopted"
+    if loc.move_id is not None:  # committed: finish the move
         batch = {"instance_uuids": [key], "move_id": loc.move_id}
         _exec(store, loc.database, "promote_incoming", "request_specs", batch)
         for r in rows:
             if r.database != loc.database and r.move_id == loc.move_id:
                 _exec(store, r.database, "delete_outgoing", "request_specs", batch)
         _exec(store, API, "clear_moves", "spec_locations", batch)
-        report.finished.append(key)
         # Whatever else is left (copies from older crashes) is tidied the same way.
         fresh = store.locations([key]).get(key)
         after = _Scanner(store).rows_of([key]).get(key, [])
         if fresh is not None and _problems_of(key, fresh, after):
-            _normalize(store, key, fresh, after, report)
-        return
-    if any(r.database == loc.database and r.state == "outgoing" for r in rows):
-        _normalize(store, key, loc, rows, report)
-        report.repaired.remove(key)
-        report.rolled_back.append(key)
-        return
-    _normalize(store, key, loc, rows, report)
+            _normalize(store, key, fresh, after)
+        return "finished"
+    sealed_at_home = any(r.database == loc.database and r.state == "outgoing" for r in rows)
+    outcome = _normalize(store, key, loc, rows)
+    return "rolled_back" if sealed_at_home and outcome == "repaired" else outcome
 
 
-def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState], report: RecoveryReport) -> None:
+def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState]) -> str:
+    """Make the row the location names the live one and delete every other copy."""
     one = {"instance_uuid": key}
     home = [r for r in rows if r.database == loc.database]
     if not home:
-        candidates = sorted(rows, key=lambda r: (r.state == "live", r.version), reverse=True)
-        if not candidates:
-            with store.repo.connections.connection(API) as conn:
-                conn.execute(query("spec_locations", "delete_location").statement, one)
-            report.dangling_removed.append(key)
-            return
-        best = candidates[0]
-        with store.repo.connections.connection(API) as conn:
-            conn.execute(
-                query("spec_locations", "repoint_location").statement,
-                {"instance_uuid": key, "database_name": best.database},
-            )
+        if not rows:
+            _exec(store, API, "delete_location", "spec_locations", one)
+            return "dangling_removed"
+        best = max(rows, key=lambda r: (r.state == "live", r.version))
+        _exec(store, API, "repoint_location", "spec_locations",
+              {"instance_uuid": key, "database_name": best.database})
         home = [best]
     keep = home[0]
     if keep.state != "live":
@@ -301,6 +285,4 @@ def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState], 
     for r in rows:
         if r.database != keep.database:
             _exec(store, r.database, "delete_any_row", "request_specs", one)
-    if loc.move_id is not None:
-        _exec(store, API, "clear_moves", "spec_locations", {"instance_uuids": [key], "move_id": loc.move_id})
-    report.repaired.append(key)
+    return "repaired"
