@@ -31,6 +31,7 @@ from reqspec_repo.model import (
 )
 
 __all__ = [
+    "json_paths",
     "durable_request_specs",
     "flavors",
     "images",
@@ -252,3 +253,15 @@ def durable_request_specs(
 ) -> st.SearchStrategy[RequestSpec]:
     """RequestSpecs whose per-operation fields are empty (they round-trip exactly)."""
     return request_specs(instance_uuid=instance_uuid, per_operation=False)
+
+
+def json_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into a JSON value (the root ``()`` included), for mutation tests."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += json_paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += json_paths(item, (*prefix, index))
+    return found

@@ -14,7 +14,7 @@ from conftest import build_topology, run_sql
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import conninfo
-from strategies import durable_request_specs, json_values, texts
+from strategies import durable_request_specs, json_paths, json_values, texts
 
 from reqspec_repo import codec, migrate
 from reqspec_repo.cli import main as cli_main
@@ -81,17 +81,6 @@ raw_fragments = st.one_of(
 )
 
 
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += paths(item, (*prefix, index))
-    return found
-
-
 def at(doc: Any, path: tuple[Any, ...]) -> Any:
     for step in path:
         doc = doc[step]
@@ -114,7 +103,7 @@ def corrupt_documents(draw: st.DrawFn, instance_uuid: str) -> str:
         return orjson.dumps({k: doc[k] for k in keys[: draw(st.integers(0, len(keys) - 1))]}).decode()
     if how == "fine":
         return orjson.dumps(doc).decode()
-    path = draw(st.sampled_from(paths(doc)))
+    path = draw(st.sampled_from(json_paths(doc)[1:]))
     parent, last = at(doc, path[:-1]), path[-1]
     if how == "delete":
         del parent[last]

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import durable_request_specs, json_values, request_specs
+from strategies import durable_request_specs, json_paths, json_values, request_specs
 
 from reqspec_repo import codec, upgrades
 from reqspec_repo.errors import DocumentTooLargeError, SpecDecodeError, SpecEncodeError
@@ -270,22 +270,11 @@ def test_all_problems_reported() -> None:
 # --- fuzzing ----------------------------------------------------------------------------
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(durable_request_specs(), st.data())
 def test_fuzzed_values_only_raise_decode_error(spec: RequestSpec, data: st.DataObject) -> None:
     doc = doc_of(spec)
-    path = data.draw(st.sampled_from(_paths(doc)[1:]), label="path")
+    path = data.draw(st.sampled_from(json_paths(doc)[1:]), label="path")
     parent = doc
     for step in path[:-1]:
         parent = parent[step]

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import durable_request_specs, json_values
+from strategies import durable_request_specs, json_paths, json_values
 
 from reqspec_repo import codec
 from reqspec_repo.model import RequestSpec
@@ -19,17 +19,6 @@ _EDGES = st.sampled_from([
     {"k": 1}, "5B8E2C1E-6C1F-4B8A-9A63-0D2F3D1C9E11", "5b8e2c1e6c1f4b8a9a630d2f3d1c9e11",
     "2024-01-01T00:00:00", "2024-01-01T00:00:00+02:00", "2024-01-01T00:00:00Z",
 ])
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
 
 
 def _reference(doc: dict[str, Any]) -> RequestSpec | Exception:
@@ -58,7 +47,7 @@ def test_fast_reader_accepts_only_what_the_reference_accepts(spec: RequestSpec, 
     doc = orjson.loads(codec.encode(spec))
     del doc[VERSION_KEY]
     action = data.draw(st.sampled_from(["replace", "edge", "delete", "add", "none"]), label="action")
-    path = data.draw(st.sampled_from(_paths(doc)[1:]), label="path")
+    path = data.draw(st.sampled_from(json_paths(doc)[1:]), label="path")
     parent = doc
     for step in path[:-1]:
         parent = parent[step]
