@@ -8,11 +8,12 @@ adds the traceback. DSNs are always printed masked.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,11 +204,8 @@ def cmd_import_nova(args: argparse.Namespace, topology: Topology) -> int:
 
     if not args.file.is_file():
         raise UsageError(f"no such file: {args.file}")
-    store = _store(topology)
-    try:
+    with _store(topology) as store:
         report = import_file(store, args.file, database=args.database, dry_run=args.dry_run, fmt=args.format)
-    finally:
-        store.repo.close()
     if args.json:
         _print_json(report.as_dict())
     else:
@@ -243,11 +241,14 @@ def cmd_server(args: argparse.Namespace, topology: Topology | None) -> int:
     return EXIT_OK
 
 
-def _store(topology: Topology) -> Any:
+@contextlib.contextmanager
+def _store(topology: Topology) -> Iterator[Any]:
+    """A location-aware store over the topology, closed when the command is done."""
     from .locations import SpecStore
     from .repository import RequestSpecRepository
 
-    return SpecStore(RequestSpecRepository.from_topology(topology))
+    with RequestSpecRepository.from_topology(topology) as repo:
+        yield SpecStore(repo)
 
 
 class _Progress:
@@ -274,8 +275,7 @@ class _Progress:
 def cmd_move(args: argparse.Namespace, topology: Topology) -> int:
     from .moves import move_specs
 
-    store = _store(topology)
-    try:
+    with _store(topology) as store:
         uuids: list[str] = list(args.instance_uuids)
         if args.source:
             from .context import RequestContext
@@ -288,8 +288,6 @@ def cmd_move(args: argparse.Namespace, topology: Topology) -> int:
             result = move_specs(store, uuids, args.to, progress=progress, chunk_size=args.chunk_size)
         finally:
             progress.close()
-    finally:
-        store.repo.close()
     if args.json:
         _print_json(
             {"target": result.target, "moved": result.moved, "failed": {k: str(v) for k, v in result.failed.items()}}
@@ -304,11 +302,8 @@ def cmd_move(args: argparse.Namespace, topology: Topology) -> int:
 def cmd_recover(args: argparse.Namespace, topology: Topology) -> int:
     from .recovery import recover
 
-    store = _store(topology)
-    try:
+    with _store(topology) as store:
         report = recover(store)
-    finally:
-        store.repo.close()
     fields = ("rolled_back", "finished", "repaired", "dangling_removed", "adopted", "busy")
     if args.json:
         _print_json({f: getattr(report, f) for f in fields})
@@ -320,11 +315,8 @@ def cmd_recover(args: argparse.Namespace, topology: Topology) -> int:
 def cmd_verify(args: argparse.Namespace, topology: Topology) -> int:
     from .recovery import verify
 
-    store = _store(topology)
-    try:
+    with _store(topology) as store:
         report = verify(store)
-    finally:
-        store.repo.close()
     if args.json:
         _print_json(
             {
