@@ -66,7 +66,13 @@ def resolve_topology(args: argparse.Namespace) -> Topology:
         "(it keeps running; `reqspec server stop` stops it)",
         file=sys.stderr,
     )
-    return Topology.from_dsns(embedded.api_dsn, embedded.cells)
+    topology = Topology.from_dsns(embedded.api_dsn, embedded.cells)
+    if args.command not in ("migrate", "demo"):  # those two migrate and say so
+        # Our own throwaway server: keep its schema current so every command just works.
+        from .migrate import migrate_topology
+
+        migrate_topology(topology)
+    return topology
 
 
 def _print_json(data: Any) -> None:

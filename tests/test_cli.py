@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -252,3 +254,31 @@ def test_move_shows_a_progress_bar_on_a_terminal_only(capsys, env, store, monkey
     keys2 = booted(store, 2, cell=None)
     code, out, err = run(capsys, "move", "--to", "cell1", *keys2)
     assert code == 0 and "#" not in err and "moved 2 spec(s)" in out
+
+
+# --- the embedded default -------------------------------------------------------------
+
+
+def test_embedded_default_keeps_data_between_commands(tmp_path):
+    """With no configuration at all, each `reqspec` process uses the server under
+    ./.reqspec/ (starting it if needed): what one command stores, the next one reads."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REQSPEC_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)  # this checkout's package
+
+    def reqspec(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reqspec_repo.cli", *argv],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )
+
+    try:
+        imported = reqspec("import-nova", str(FIXTURES / "plain.jsonl"))
+        assert imported.returncode == 0, imported.stderr
+        assert "embedded default server under ./.reqspec/" in imported.stderr
+        assert reqspec("server", "stop").returncode == 0  # the next command starts it again
+        shown = reqspec("show", "6f1c2b4e-0000-4000-8000-000000000001", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["database"] == "api"
+        assert (tmp_path / ".reqspec").is_dir()
+    finally:
+        reqspec("server", "stop")
