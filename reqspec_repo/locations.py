@@ -14,9 +14,10 @@ from collections.abc import Iterable, Sequence
 import attrs
 import psycopg
 
+from . import codec
 from .config import API
 from .context import RequestContext
-from .errors import LocationNotFoundError, SpecDecodeError, SpecNotFoundError
+from .errors import LocationNotFoundError, SpecNotFoundError
 from .model import RequestSpec
 from .queries import query
 from .repository import RequestSpecRepository, StoredSpec, normalize_uuid
@@ -121,12 +122,7 @@ class SpecStore:
             ).fetchone()
         if row is None:
             raise SpecNotFoundError(loc.instance_uuid, database.name)
-        from . import codec
-
-        try:
-            spec = codec.decode(row[0], instance_uuid=loc.instance_uuid, database=database.name)
-        except SpecDecodeError:
-            raise
+        spec = codec.decode(row[0], instance_uuid=loc.instance_uuid, database=database.name)
         return StoredSpec(spec, int(row[1]), database.name)
 
     def context_for(self, instance_uuid: str | uuid_mod.UUID) -> RequestContext:

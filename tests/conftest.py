@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from reqspec_repo.config import API, Settings, Topology
+from reqspec_repo.locations import SpecStore
 from reqspec_repo.migrate import migrate_topology
 from reqspec_repo.pytest_plugin import ServerHandle
 from reqspec_repo.repository import RequestSpecRepository
@@ -68,6 +69,13 @@ def topology(pg_server: ServerHandle) -> Iterator[Topology]:
 def repo(topology: Topology) -> Iterator[RequestSpecRepository]:
     with RequestSpecRepository.from_topology(topology) as repository:
         yield repository
+
+
+@pytest.fixture(scope="module")
+def store(topology: Topology) -> Iterator[SpecStore]:
+    """A location-aware store over whichever `topology` the test module uses."""
+    with RequestSpecRepository.from_topology(topology) as repository:
+        yield SpecStore(repository)
 
 
 @pytest.fixture

@@ -32,12 +32,6 @@ def topology(pg_server):
     drop()
 
 
-@pytest.fixture(scope="module")
-def store(topology):
-    with RequestSpecRepository.from_topology(topology) as repo:
-        yield SpecStore(repo)
-
-
 @pytest.fixture
 def env(monkeypatch, topology, tmp_path):
     """The CLI sees the test topology through the environment variables."""

@@ -16,7 +16,6 @@ from reqspec_repo.config import API
 from reqspec_repo.demo import sample_spec
 from reqspec_repo.errors import ConflictError, LocationNotFoundError
 from reqspec_repo.lifecycle import InstanceGroup, Lifecycle, LifecycleError, Operation
-from reqspec_repo.locations import SpecStore
 from reqspec_repo.model import (
     Flavor,
     ImageMeta,
@@ -26,7 +25,6 @@ from reqspec_repo.model import (
     RequestSpec,
 )
 from reqspec_repo.recovery import verify
-from reqspec_repo.repository import RequestSpecRepository
 
 BIG = Flavor(flavorid="m1.large", name="m1.large", memory_mb=8192, vcpus=4, root_gb=80)
 ALL_MOVES = list(Operation)
@@ -49,12 +47,6 @@ def topology(pg_server, pg_server_b):
     topo, drop = build_topology(pg_server, pg_server_b)  # API and cells on separate servers
     yield topo
     drop()
-
-
-@pytest.fixture(scope="module")
-def store(topology):
-    with RequestSpecRepository.from_topology(topology) as repo:
-        yield SpecStore(repo)
 
 
 @pytest.fixture
