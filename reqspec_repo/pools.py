@@ -71,6 +71,7 @@ class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
     """
 
     deadline_s: ClassVar[float | None] = None
+    _one_row_cursor: psycopg.Cursor[tuple[Any, ...]] | None = None
     #: The last connection failure of this pool (None after a success): says *why* no
     #: connection could be had (refused, bad password, unknown host ...).
     last_connect_error: ClassVar[str | None] = None
@@ -84,6 +85,18 @@ class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
             raise
         cls.last_connect_error = None
         return conn
+
+    def one_row_cursor(self) -> psycopg.Cursor[tuple[Any, ...]]:
+        """A cursor kept with this connection for the one-row statements of the repository.
+
+        ``conn.execute()`` builds a new cursor (adapters, transformer) every time, which
+        costs ~10-15 us of CPU on a ~150 us round trip. Only one thread uses a pooled
+        connection at a time, and the result it keeps until the next statement is one row.
+        """
+        cur = self._one_row_cursor
+        if cur is None or cur.closed:
+            cur = self._one_row_cursor = self.cursor()
+        return cur
 
     def wait(self, gen: PQGen[Any], interval: float = 0.1, timeout: float | None = None) -> Any:
         deadline = self.deadline_s if timeout is None else timeout

@@ -37,12 +37,13 @@ from .errors import (
     SpecValidationError,
 )
 from .model import RequestSpec
-from .pools import Connections, translated_errors
+from .pools import Connections, GuardedConnection, translated_errors
 from .queries import query
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[object, ...]]
+Conn = GuardedConnection
+Row = tuple[object, ...]
 _T = TypeVar("_T")
 DecodeErrorHandler = Callable[[SpecDecodeError], None]
 
@@ -100,6 +101,13 @@ class SpecSession:
         self.conn = conn
         self.database = database
         self.max_document_bytes = max_document_bytes
+        self._cursor = conn.one_row_cursor()
+
+    def _one(self, statement: bytes, params: dict[str, object] | None = None) -> Row | None:
+        """Run a statement that returns at most one row, on the connection's kept cursor."""
+        cur = self._cursor
+        cur.execute(statement, params)
+        return cur.fetchone()
 
     def _encode(self, spec: RequestSpec) -> bytes:
         return codec.encode(spec, max_bytes=self.max_document_bytes)
@@ -111,14 +119,14 @@ class SpecSession:
         doc = self._encode(spec)
         q = query("request_specs", "insert_spec")
         try:
-            row = self.conn.execute(
+            row = self._one(
                 q.statement,
                 {
                     "instance_uuid": spec.instance_uuid,
                     "spec": as_jsonb(doc),
                     "schema_version": codec.SCHEMA_VERSION,
                 },
-            ).fetchone()
+            )
         except pg_errors.UniqueViolation:
             raise SpecExistsError(spec.instance_uuid, self.database.name) from None
         assert row is not None
@@ -170,9 +178,7 @@ class SpecSession:
 
     def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         key = normalize_uuid(instance_uuid)
-        row = self.conn.execute(
-            query("request_specs", "get_by_instance_uuid").statement, {"instance_uuid": key}
-        ).fetchone()
+        row = self._one(query("request_specs", "get_by_instance_uuid").statement, {"instance_uuid": key})
         if row is None:
             raise SpecNotFoundError(key, self.database.name)
         return StoredSpec(self._decode(row[0], key), int(row[1]), self.database.name)  # type: ignore[call-overload]
@@ -196,11 +202,11 @@ class SpecSession:
                 for raw_uuid, doc, version in rows:
                     key = str(raw_uuid)
                     try:
-                        spec = decode(doc, instance_uuid=key, database=name)  # type: ignore[arg-type]
+                        spec = decode(doc, instance_uuid=key, database=name)
                     except SpecDecodeError as exc:
                         errors[key] = exc
                         continue
-                    found[key] = StoredSpec(spec, int(version), name)  # type: ignore[call-overload]
+                    found[key] = StoredSpec(spec, int(version), name)
             finally:
                 if gc_was_enabled:
                     gc.enable()
@@ -209,7 +215,7 @@ class SpecSession:
 
     def save(self, spec: RequestSpec, expected_version: int) -> StoredSpec:
         doc = self._encode(spec)
-        row = self.conn.execute(
+        row = self._one(
             query("request_specs", "update_spec_if_version").statement,
             {
                 "instance_uuid": spec.instance_uuid,
@@ -217,15 +223,15 @@ class SpecSession:
                 "schema_version": codec.SCHEMA_VERSION,
                 "expected_version": expected_version,
             },
-        ).fetchone()
+        )
         if row is not None:
             return StoredSpec(spec, int(row[0]), self.database.name)  # type: ignore[call-overload]
         raise self._explain_failed_write(spec.instance_uuid, expected_version)
 
     def _explain_failed_write(self, key: str, expected_version: int | None) -> ReqSpecError:
-        state = self.conn.execute(
+        state = self._one(
             query("request_specs", "get_state_by_instance_uuid").statement, {"instance_uuid": key}
-        ).fetchone()
+        )
         if state is None:
             if expected_version is None:
                 return SpecNotFoundError(key, self.database.name)
@@ -236,9 +242,7 @@ class SpecSession:
 
     def destroy(self, instance_uuid: str | uuid_mod.UUID, *, missing_ok: bool = False) -> bool:
         key = normalize_uuid(instance_uuid)
-        row = self.conn.execute(
-            query("request_specs", "delete_spec").statement, {"instance_uuid": key}
-        ).fetchone()
+        row = self._one(query("request_specs", "delete_spec").statement, {"instance_uuid": key})
         if row is not None:
             return True
         error = self._explain_failed_write(key, None)
@@ -247,14 +251,14 @@ class SpecSession:
         raise error
 
     def exists(self, instance_uuid: str | uuid_mod.UUID) -> bool:
-        row = self.conn.execute(
+        row = self._one(
             query("request_specs", "exists_spec").statement,
             {"instance_uuid": normalize_uuid(instance_uuid)},
-        ).fetchone()
+        )
         return bool(row and row[0])
 
     def count(self) -> int:
-        row = self.conn.execute(query("request_specs", "count_specs").statement).fetchone()
+        row = self._one(query("request_specs", "count_specs").statement)
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
 
