@@ -27,7 +27,7 @@ import psycopg
 
 from bench import msgspec_model
 from bench.contenders import Orm, Raw
-from bench.servers import Server, servers
+from bench.servers import FULL_RUN_SHARED_BUFFERS, Server, servers
 from bench.workload import make_specs
 from reqspec_repo import codec
 from reqspec_repo.config import Topology
@@ -67,7 +67,7 @@ class Sizes:
 
 
 QUICK = Sizes(20, 3, 1000, 3, 500, 5, 1000, 5000, 200, 200, 2)
-FULL = Sizes(100, 7, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3)
+FULL = Sizes(150, 9, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3)
 
 
 @dataclass
@@ -123,6 +123,16 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.3g} {unit}"
 
 
+CONTENDERS = ("raw", "orm", "repo")
+
+
+def _rotated(names: Sequence[str], shift: int) -> list[str]:
+    """The contenders in a different order each round, so that none always runs right
+    after the same other one (the one before leaves the caches and the GC in its state)."""
+    k = shift % len(names)
+    return [*names[k:], *names[:k]]
+
+
 def _rekey(specs: Sequence[RequestSpec], rng: random.Random) -> list[RequestSpec]:
     return [attrs.evolve(s, instance_uuid=str(uuid.UUID(int=rng.getrandbits(128), version=4))) for s in specs]
 
@@ -163,8 +173,8 @@ class Bench:
         ctx = api_context()
         create, get, save = Row(ROWS[0], "us"), Row(ROWS[1], "us"), Row(ROWS[2], "us")
         made: dict[str, list[tuple[RequestSpec, dict[str, Any]]]] = {"raw": [], "orm": [], "repo": []}
-        for _ in range(s.single_rounds):
-            for name in ("raw", "orm", "repo"):
+        for r in range(s.single_rounds):
+            for name in _rotated(CONTENDERS, r):
                 specs = self.fresh(s.single_ops)
                 docs = [_doc(x) for x in specs]
                 for spec, doc in zip(specs, docs, strict=True):
@@ -178,7 +188,7 @@ class Bench:
                     create.add(name, time.perf_counter() - t0)
                     made[name].append((spec, doc))
         for r in range(s.single_rounds):
-            for name in ("raw", "orm", "repo"):
+            for name in _rotated(CONTENDERS, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
                 for spec, _ in chunk:
                     key = spec.instance_uuid
@@ -191,7 +201,7 @@ class Bench:
                         repo.get(ctx, key)
                     get.add(name, time.perf_counter() - t0)
         for r in range(s.single_rounds):
-            for name in ("raw", "orm", "repo"):
+            for name in _rotated(CONTENDERS, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
                 changed = [(attrs.evolve(sp, availability_zone="az-moved"), {**d, "availability_zone": "az-moved"})
                            for sp, d in chunk]
@@ -299,6 +309,26 @@ class Bench:
             conn.execute(b"CHECKPOINT")  # no checkpoint of the load during the measurements
         return keys
 
+    def warm(self, dsn: str) -> str:
+        """Read the table and its uuid index into shared buffers, as traffic would.
+
+        COPY and VACUUM go through small ring buffers, so right after the load the table
+        is only in the OS page cache. A bitmap heap scan reads every page through the
+        buffer cache proper (no ring). Returns what is cached, for the report.
+        """
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(b"SET enable_seqscan = off")
+            conn.execute(b"SET enable_indexscan = off")
+            conn.execute(b"SET enable_indexonlyscan = off")
+            conn.execute(b"SELECT count(*) FROM request_specs WHERE instance_uuid IS NOT NULL"
+                         b" AND length(spec::text) > 0")
+            row = conn.execute(
+                b"SELECT pg_size_pretty(pg_total_relation_size('request_specs')),"
+                b" current_setting('shared_buffers')"
+            ).fetchone()
+        assert row is not None
+        return f"table with indexes {row[0]}, shared_buffers {row[1]}"
+
     def large_table(self, api: Server) -> str:
         s = self.sizes
         small_dsn, big_dsn = api.database("small"), api.database("big")
@@ -308,8 +338,11 @@ class Bench:
         small_keys = self.load_by_copy(small_dsn, s.small_table)
         big_keys = self.load_by_copy(big_dsn, s.big_table)
         self.log(f"loaded {s.small_table:,} + {s.big_table:,} rows by COPY in {time.perf_counter() - t0:.1f} s")
+        self.warm(small_dsn)
+        cached = self.warm(big_dsn)
+        self.log(f"warmed both tables into shared buffers ({cached})")
         row = Row(f"{ROWS[7]} ({s.big_table:,})", "us")
-        row.note = "repo.get p50 on random uuids"
+        row.note = f"repo.get p50 on random uuids; warmed: {cached}"
         with RequestSpecRepository.from_topology(topo) as repo:
             for ctx, keys, name in ((api_context(), small_keys, f"{s.small_table:,} rows"), (cell_context("big"), big_keys, f"{s.big_table:,} rows")):
                 for key in keys[:50]:
@@ -447,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
     bench = Bench(sizes, args.quick, print)
-    with servers() as (api, cell, where):
+    with servers(None if args.quick else FULL_RUN_SHARED_BUFFERS) as (api, cell, where):
         settings = api.settings()
         cell_settings = cell.settings()
         header = [

@@ -362,3 +362,29 @@ def test_unit_of_work_commits_explicitly_and_rolls_back_by_default(repo):
         assert list(err.value.failures) == [existing.instance_uuid]
         uow.commit()  # ... so the rest of the transaction still commits
     assert repo.exists(ctx, kept.instance_uuid)
+
+
+def test_the_kept_cursor_never_hands_back_a_previous_row(topology):
+    """One-row statements reuse one cursor per pooled connection; with a single pooled
+    connection every call below runs on the same cursor, right after a different result."""
+    single = attrs.evolve(topology, settings=Settings(pool_min_size=1, pool_max_size=1))
+    ctx = api_context()
+    with RequestSpecRepository.from_topology(single) as repository:
+        spec = sample_spec()
+        stored = repository.create(ctx, spec)
+        missing = str(uuid.uuid4())
+        assert repository.get(ctx, spec.instance_uuid).spec == spec
+        with pytest.raises(SpecNotFoundError):
+            repository.get(ctx, missing)  # no row: not the spec read just before
+        with pytest.raises(SpecExistsError):
+            repository.create(ctx, spec)  # a failed statement on the kept cursor ...
+        assert repository.get(ctx, spec.instance_uuid).version == stored.version  # ... which still works
+        assert repository.exists(ctx, spec.instance_uuid) and not repository.exists(ctx, missing)
+        saved = repository.save(ctx, attrs.evolve(spec, availability_zone="az9"), expected_version=stored.version)
+        with pytest.raises(ConflictError) as err:
+            repository.save(ctx, spec, expected_version=stored.version)
+        assert err.value.actual_version == saved.version
+        assert repository.destroy(ctx, spec.instance_uuid)
+        assert not repository.destroy(ctx, spec.instance_uuid, missing_ok=True)
+        with repository.connections.connection(API) as conn:
+            assert conn.one_row_cursor() is conn.one_row_cursor()
