@@ -13,8 +13,8 @@ from conftest import run_sql
 from reqspec_repo import cli, codec
 from reqspec_repo.context import cell_context
 from reqspec_repo.demo import sample_spec
-from reqspec_repo.repository import RequestSpecRepository
 from reqspec_repo.migrate import migrate_database, migrate_topology, rollback_database, schema_status
+from reqspec_repo.repository import RequestSpecRepository
 from reqspec_repo.resources import migrations_dir
 
 N_MIGRATIONS = len([p for p in migrations_dir().glob("*.sql") if not p.name.endswith(".rollback.sql")])
