@@ -407,7 +407,7 @@ def _generate_fast_paths() -> tuple[Callable[[dict[str, Any]], RequestSpec], Cal
         def setter(attribute: str, cls: type = cls, name: str = name) -> str:
             # The slot's own descriptor: half the cost of object.__setattr__ (no lookup
             # by name), and like it, it bypasses the frozen class's __setattr__.
-            slot = cls.__dict__.get(attribute)
+            slot: Any = cls.__dict__.get(attribute)
             if slot.__class__ is not _MEMBER_DESCRIPTOR:
                 raise RuntimeError(f"codec fast path: {name}.{attribute} is not a slot")
             namespace[f"_s_{name}_{attribute}"] = slot.__set__

@@ -11,8 +11,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -30,6 +30,26 @@ from .errors import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def translate_error(database: Database, exc: BaseException) -> BaseException | None:
+    """The typed library error for a driver error, naming the database with the password
+    masked; None when ``exc`` should go through as it is."""
+    if isinstance(exc, ReqSpecError):
+        return None
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+        return ReadOnlyDatabaseError(database.name)
+    if isinstance(exc, pg_errors.UndefinedTable):
+        return SchemaError(database.name, "the reqspec tables are missing; run `reqspec migrate` first")
+    if isinstance(exc, (pg_errors.QueryCanceled, pg_errors.LockNotAvailable)):
+        return DatabaseUnavailableError(database.name, f"timed out ({_first_line(exc)})")
+    if isinstance(exc, PoolTimeout):
+        return DatabaseUnavailableError(database.name, "no connection could be had in time")
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        secret = password_of(database.dsn)
+        return DatabaseUnavailableError(database.name, mask_text(_first_line(exc), [secret] if secret else []))
+    return None
 
 
 @contextlib.contextmanager
@@ -37,22 +57,11 @@ def translated_errors(database: Database) -> Iterator[None]:
     """Turn psycopg errors into typed library errors naming the database, password masked."""
     try:
         yield
-    except ReqSpecError:
-        raise
-    except pg_errors.ReadOnlySqlTransaction:
-        raise ReadOnlyDatabaseError(database.name) from None
-    except pg_errors.UndefinedTable:
-        raise SchemaError(
-            database.name, "the reqspec tables are missing; run `reqspec migrate` first"
-        ) from None
-    except (pg_errors.QueryCanceled, pg_errors.LockNotAvailable) as exc:
-        raise DatabaseUnavailableError(database.name, f"timed out ({_first_line(exc)})") from None
-    except PoolTimeout:
-        raise DatabaseUnavailableError(database.name, "no connection could be had in time") from None
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        secret = password_of(database.dsn)
-        message = mask_text(_first_line(exc), [secret] if secret else [])
-        raise DatabaseUnavailableError(database.name, message) from None
+    except Exception as exc:
+        typed = translate_error(database, exc)
+        if typed is None:
+            raise
+        raise typed from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -181,32 +190,67 @@ class Connections:
                 log.debug("opened pool for database %s", database)
         return pool
 
+    def checkout(self, database: Database) -> tuple[ConnectionPool[GuardedConnection], GuardedConnection]:
+        """A connection of ``database``'s pool, errors translated; give it back with
+        ``pool.putconn(conn)``.
+
+        getconn/putconn rather than ``pool.connection()``: the connections are in
+        autocommit mode, so the commit on leaving the latter is only overhead; putconn
+        still rolls back (or discards) a connection left mid-transaction."""
+        pool = self._pools.get(database.name)
+        try:
+            if pool is None:
+                pool = self.pool(database.name)
+            return pool, pool.getconn()
+        except PoolTimeout:
+            assert pool is not None
+            last = pool.connection_class.last_connect_error
+            secret = password_of(database.dsn)
+            why = f" (last attempt: {mask_text(last, [secret] if secret else [])})" if last else ""
+            raise DatabaseUnavailableError(database.name, f"no connection could be had in time{why}") from None
+        except Exception as exc:
+            typed = translate_error(database, exc)
+            if typed is None:
+                raise
+            raise typed from None
+
+    def failed(self, database: Database, conn: GuardedConnection, exc: Exception) -> BaseException | None:
+        """What a call that raised ``exc`` on ``conn`` should raise instead (None: ``exc``).
+
+        A connection found broken (server restarted, network cut) also gets the idle
+        connections of its pool tested in the background."""
+        if isinstance(exc, psycopg.OperationalError) and (conn.broken or conn.closed):
+            self._check_later(database.name)
+        return translate_error(database, exc)
+
+    def run(self, database: Database, operation: Callable[[GuardedConnection], _T]) -> _T:
+        """``operation`` on a pooled connection, errors translated: :meth:`connection` for
+        the one-statement hot paths, without the generator-based context managers."""
+        pool, conn = self.checkout(database)
+        try:
+            return operation(conn)
+        except Exception as exc:
+            typed = self.failed(database, conn, exc)
+            if typed is None:
+                raise
+            raise typed from None
+        finally:
+            pool.putconn(conn)
+
     @contextlib.contextmanager
     def connection(self, name: str) -> Iterator[GuardedConnection]:
         """A pooled autocommit connection to database ``name``, errors translated."""
         database = self.topology.database(name)
-        with translated_errors(database):
-            pool = self.pool(name)
-            try:
-                # getconn/putconn rather than pool.connection(): the connections are in
-                # autocommit mode, so the commit-on-exit of the latter is only overhead.
-                # putconn still rolls back (or discards) a connection left mid-transaction.
-                conn = pool.getconn()
-                try:
-                    yield conn
-                except psycopg.OperationalError:
-                    if conn.broken or conn.closed:
-                        self._check_later(name)
-                    raise
-                finally:
-                    pool.putconn(conn)
-            except PoolTimeout:
-                last = pool.connection_class.last_connect_error
-                secret = password_of(database.dsn)
-                why = f" (last attempt: {mask_text(last, [secret] if secret else [])})" if last else ""
-                raise DatabaseUnavailableError(
-                    database.name, f"no connection could be had in time{why}"
-                ) from None
+        pool, conn = self.checkout(database)
+        try:
+            yield conn
+        except Exception as exc:
+            typed = self.failed(database, conn, exc)
+            if typed is None:
+                raise
+            raise typed from None
+        finally:
+            pool.putconn(conn)
 
     def _check_later(self, name: str) -> None:
         """After a broken connection (server restarted, network cut), test the idle

@@ -309,10 +309,10 @@ class RequestSpecRepository:
             yield SpecSession(conn, database, self.topology.settings.max_document_bytes)
 
     def _run(self, context: RequestContext, operation: Callable[[SpecSession], _T]) -> _T:
-        # session() without its generator layer: the one-statement methods are hot paths.
+        # session() without the generator-based context managers: these are hot paths.
         database = self.topology.database(context.database)
-        with self.connections.connection(database.name) as conn:
-            return operation(SpecSession(conn, database, self.topology.settings.max_document_bytes))
+        limit = self.topology.settings.max_document_bytes
+        return self.connections.run(database, lambda conn: operation(SpecSession(conn, database, limit)))
 
     @contextlib.contextmanager
     def unit_of_work(self, context: RequestContext) -> Iterator[UnitOfWork]:

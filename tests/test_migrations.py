@@ -3,18 +3,13 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 
-import attrs
 import pytest
 from conftest import run_sql
 
-from reqspec_repo import cli, codec
-from reqspec_repo.context import cell_context
-from reqspec_repo.demo import sample_spec
+from reqspec_repo import cli
 from reqspec_repo.migrate import migrate_database, migrate_topology, rollback_database, schema_status
-from reqspec_repo.repository import RequestSpecRepository
 from reqspec_repo.resources import migrations_dir
 
 N_MIGRATIONS = len([p for p in migrations_dir().glob("*.sql") if not p.name.endswith(".rollback.sql")])
@@ -110,38 +105,3 @@ def test_malformed_dsn_is_a_config_error_naming_the_database(dsn):
     with pytest.raises(ConfigError) as err:
         Topology.from_dsns("postgresql://h/api", {"cell9": dsn})
     assert "cell9" in str(err.value) and ":pw@" not in str(err.value)
-
-
-def _toast_bytes(topology, database):
-    return run_sql(
-        topology, database,
-        "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'request_specs'::regclass",
-    )[0][0]
-
-
-def _large_spec():
-    """A ~4.5 KB document that does not compress (random property values)."""
-    spec = sample_spec()
-    props = {f"p{i:02d}": secrets.token_hex(48) for i in range(40)}
-    return attrs.evolve(spec, image=attrs.evolve(spec.image, properties=props))
-
-
-def test_documents_of_a_few_kilobytes_stay_in_the_row(fresh_topology):
-    """0003 keeps documents inline (one index and one heap page per read); rolled back, the
-    same documents go to the TOAST table again."""
-    topo = fresh_topology()
-    ctx = cell_context("cell1")
-    specs = [_large_spec() for _ in range(20)]
-    assert all(4000 < len(codec.encode(s)) < 8000 for s in specs)
-    with RequestSpecRepository.from_topology(topo) as repo:
-        repo.create_many(ctx, specs[:10])
-        for spec in specs[10:]:
-            repo.create(ctx, spec)
-        assert _toast_bytes(topo, "cell1") == 0
-        assert all(repo.get(ctx, s.instance_uuid).spec == s for s in specs)
-
-    undo = (migrations_dir() / "0003_inline_spec_storage.rollback.sql").read_text()
-    run_sql(topo, "cell1", undo)
-    with RequestSpecRepository.from_topology(topo) as repo:
-        repo.create(ctx, _large_spec())
-    assert _toast_bytes(topo, "cell1") > 0
