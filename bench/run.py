@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from time import thread_time
 from typing import Any
 
 import attrs
@@ -30,7 +31,7 @@ from bench.contenders import Orm, Raw
 from bench.servers import FULL_RUN_SHARED_BUFFERS, Server, servers
 from bench.workload import make_specs
 from reqspec_repo import codec
-from reqspec_repo.config import Topology
+from reqspec_repo.config import API, Settings, Topology
 from reqspec_repo.context import api_context, cell_context
 from reqspec_repo.documents import as_jsonb, register_document_types
 from reqspec_repo.migrate import migrate_topology
@@ -67,7 +68,7 @@ class Sizes:
 
 
 QUICK = Sizes(20, 3, 1000, 3, 500, 5, 1000, 5000, 200, 200, 2)
-FULL = Sizes(150, 9, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3)
+FULL = Sizes(30, 45, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3)
 
 
 @dataclass
@@ -76,9 +77,13 @@ class Row:
     unit: str
     samples: dict[str, list[float]] = field(default_factory=dict)
     note: str = ""
+    #: Client CPU time (this thread, user + system) per sample, where measured.
+    cpu: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, contender: str, value: float) -> None:
+    def add(self, contender: str, value: float, cpu: float | None = None) -> None:
         self.samples.setdefault(contender, []).append(value)
+        if cpu is not None:
+            self.cpu.setdefault(contender, []).append(cpu)
 
     def median(self, contender: str) -> float:
         return statistics.median(self.samples[contender])
@@ -178,42 +183,45 @@ class Bench:
                 specs = self.fresh(s.single_ops)
                 docs = [_doc(x) for x in specs]
                 for spec, doc in zip(specs, docs, strict=True):
-                    t0 = time.perf_counter()
+                    c0, t0 = thread_time(), time.perf_counter()
                     if name == "raw":
                         raw.create(doc)
                     elif name == "orm":
                         orm.create(doc)
                     else:
                         repo.create(ctx, spec)
-                    create.add(name, time.perf_counter() - t0)
+                    create.add(name, time.perf_counter() - t0, thread_time() - c0)
                     made[name].append((spec, doc))
         for r in range(s.single_rounds):
             for name in _rotated(CONTENDERS, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
                 for spec, _ in chunk:
                     key = spec.instance_uuid
-                    t0 = time.perf_counter()
+                    c0, t0 = thread_time(), time.perf_counter()
                     if name == "raw":
                         raw.get(key)
                     elif name == "orm":
                         orm.get(key)
                     else:
                         repo.get(ctx, key)
-                    get.add(name, time.perf_counter() - t0)
+                    get.add(name, time.perf_counter() - t0, thread_time() - c0)
         for r in range(s.single_rounds):
             for name in _rotated(CONTENDERS, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
                 changed = [(attrs.evolve(sp, availability_zone="az-moved"), {**d, "availability_zone": "az-moved"})
                            for sp, d in chunk]
                 for spec, doc in changed:
-                    t0 = time.perf_counter()
+                    c0, t0 = thread_time(), time.perf_counter()
                     if name == "raw":
                         raw.save(doc, 1)
                     elif name == "orm":
                         orm.save(doc, 1)
                     else:
                         repo.save(ctx, spec, expected_version=1)
-                    save.add(name, time.perf_counter() - t0)
+                    save.add(name, time.perf_counter() - t0, thread_time() - c0)
+        for row in (create, get, save):
+            row.note = "client CPU per call, median: " + ", ".join(
+                f"{name} {statistics.median(v) * 1e6:,.0f} us" for name, v in row.cpu.items())
         self.rows += [create, get, save]
         for row, vs_raw, vs_orm in ((create, 1.10, 2.2), (get, 1.30, 3.0), (save, 1.10, 2.5)):
             self.targets.append(Target(f"{row.name}: repo <= {vs_raw:.2f}x raw", row.median("repo") / row.median("raw"), vs_raw, "<="))
@@ -309,41 +317,50 @@ class Bench:
             conn.execute(b"CHECKPOINT")  # no checkpoint of the load during the measurements
         return keys
 
-    def warm(self, dsn: str) -> str:
-        """Read the table and its uuid index into shared buffers, as traffic would.
+    def warm(self, conn: psycopg.Connection[Any]) -> str:
+        """Read the table, its TOAST table and its uuid index into shared buffers, through
+        the connection that will then be measured.
 
         COPY and VACUUM go through small ring buffers, so right after the load the table
-        is only in the OS page cache. A bitmap heap scan reads every page through the
-        buffer cache proper (no ring). Returns what is cached, for the report.
+        is only in the OS page cache; bitmap heap scans read every page through the
+        buffer cache proper (no ring). It has to be the measured connection's own server
+        process: each process maps a shared buffer's memory page only when it first
+        touches it, and at 1M rows those first touches (minor page faults, 4 KB pages)
+        cost more than the lookup itself (EXPLAIN ANALYZE: 70-170 us for 4 buffer hits
+        in a fresh process, 15 us once mapped). The scan runs in 64 uuid ranges so that
+        no statement comes near the statement timeout. Returns what is cached.
         """
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(b"SET enable_seqscan = off")
-            conn.execute(b"SET enable_indexscan = off")
-            conn.execute(b"SET enable_indexonlyscan = off")
-            conn.execute(b"SELECT count(*) FROM request_specs WHERE instance_uuid IS NOT NULL"
-                         b" AND length(spec::text) > 0")
-            row = conn.execute(
-                b"SELECT pg_size_pretty(pg_total_relation_size('request_specs')),"
-                b" current_setting('shared_buffers')"
-            ).fetchone()
+        for setting in (b"enable_seqscan", b"enable_indexscan", b"enable_indexonlyscan"):
+            conn.execute(b"SET " + setting + b" = off")
+        bounds = [str(uuid.UUID(int=i << 122)) for i in range(64)] + ["ffffffff-ffff-ffff-ffff-ffffffffffff"]
+        for low, high in zip(bounds, bounds[1:], strict=False):
+            conn.execute(b"SELECT count(*) FROM request_specs WHERE instance_uuid >= %s AND instance_uuid <= %s"
+                         b" AND length(spec::text) > 0", (low, high))
+        for setting in (b"enable_seqscan", b"enable_indexscan", b"enable_indexonlyscan"):
+            conn.execute(b"RESET " + setting)
+        row = conn.execute(
+            b"SELECT pg_size_pretty(pg_total_relation_size('request_specs')), current_setting('shared_buffers')"
+        ).fetchone()
         assert row is not None
         return f"table with indexes {row[0]}, shared_buffers {row[1]}"
 
     def large_table(self, api: Server) -> str:
         s = self.sizes
         small_dsn, big_dsn = api.database("small"), api.database("big")
-        topo = Topology.from_dsns(small_dsn, {"big": big_dsn})
+        # One connection per database, so that the warmed connection is the measured one.
+        topo = Topology.from_dsns(small_dsn, {"big": big_dsn}, Settings(pool_min_size=1, pool_max_size=1))
         migrate_topology(topo)
         t0 = time.perf_counter()
         small_keys = self.load_by_copy(small_dsn, s.small_table)
         big_keys = self.load_by_copy(big_dsn, s.big_table)
         self.log(f"loaded {s.small_table:,} + {s.big_table:,} rows by COPY in {time.perf_counter() - t0:.1f} s")
-        self.warm(small_dsn)
-        cached = self.warm(big_dsn)
-        self.log(f"warmed both tables into shared buffers ({cached})")
         row = Row(f"{ROWS[7]} ({s.big_table:,})", "us")
-        row.note = f"repo.get p50 on random uuids; warmed: {cached}"
         with RequestSpecRepository.from_topology(topo) as repo:
+            for name in (API, "big"):
+                with repo.connections.connection(name) as conn:
+                    cached = self.warm(conn)
+            self.log(f"warmed both tables into shared buffers ({cached})")
+            row.note = f"repo.get p50 on random uuids; warmed through the measured connection: {cached}"
             for ctx, keys, name in ((api_context(), small_keys, f"{s.small_table:,} rows"), (cell_context("big"), big_keys, f"{s.big_table:,} rows")):
                 for key in keys[:50]:
                     repo.get(ctx, key)  # warm the pool
@@ -480,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
     bench = Bench(sizes, args.quick, print)
-    with servers(None if args.quick else FULL_RUN_SHARED_BUFFERS) as (api, cell, where):
+    with servers(None if args.quick else FULL_RUN_SHARED_BUFFERS, pin=True) as (api, cell, where):
         settings = api.settings()
         cell_settings = cell.settings()
         header = [

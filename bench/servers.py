@@ -61,16 +61,54 @@ class Server:
 
 
 #: Memory for the API server's buffer cache in a full run: the 1,000,000-row table (about
-#: 4.3 GB with its TOAST and indexes) fits, as an operator would size it for a working set of that size,
-#: so the large-table row compares lookups rather than the OS page cache against shared
-#: buffers. Quick runs keep the server default.
+#: 4.1 GB with its TOAST table and indexes) fits, as an operator would size it for a working
+#: set of that size, so the large-table row compares lookups rather than the OS page cache
+#: against shared buffers. Quick runs keep the server default.
 FULL_RUN_SHARED_BUFFERS = "6GB"
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
 @contextlib.contextmanager
-def servers(shared_buffers: str | None = None) -> Iterator[tuple[Server, Server, str]]:
-    """(API server, other server for the cell, description). ``shared_buffers`` applies
-    to the embedded API server only (a given server keeps its own configuration)."""
+def pinned(server_pids: list[int]) -> Iterator[str]:
+    """Servers on the last CPU, this process on the others, for the duration.
+
+    Without it the scheduler places each new backend next to the client or on the other
+    core, and a round trip costs ~100 us or ~200 us accordingly; that placement, drawn
+    anew for each contender's connection, moved the single-op ratios by +-15 % between
+    runs. Pinned, every contender's round trips cross cores alike. New backends inherit
+    the postmaster's affinity. Yields a description for the report.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2 or not server_pids:
+        yield "not pinned (fewer than 2 CPUs)"
+        return
+    before, server_cpu = set(cpus), {cpus[-1]}
+    for pid in server_pids:
+        for target in (pid, *_children(pid)):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(target, server_cpu)
+    os.sched_setaffinity(0, before - server_cpu)
+    try:
+        yield f"servers pinned to CPU {cpus[-1]}, benchmark client to CPU {','.join(map(str, cpus[:-1]))}"
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
+def servers(shared_buffers: str | None = None, pin: bool = False) -> Iterator[tuple[Server, Server, str]]:
+    """(API server, other server for the cell, description). ``shared_buffers`` and
+    ``pin`` (see :func:`pinned`) apply to embedded servers only (a given server keeps its
+    own configuration and placement)."""
     admin = os.environ.get("REQSPEC_BENCH_DSN")
     if admin:
         a, b = Server(admin, "given"), Server(admin, "given")
@@ -87,11 +125,14 @@ def servers(shared_buffers: str | None = None) -> Iterator[tuple[Server, Server,
     try:
         for server in local:
             server.start()
-        yield (
-            Server(local[0].dsn(), "embedded-api"),
-            Server(local[1].dsn(), "embedded-cell"),
-            "two embedded PostgreSQL servers in a temp dir (API and cell on separate servers)",
-        )
+        pids = [pid for pid in (server.pid for server in local) if pid is not None] if pin else []
+        with pinned(pids) as placement:
+            yield (
+                Server(local[0].dsn(), "embedded-api"),
+                Server(local[1].dsn(), "embedded-cell"),
+                "two embedded PostgreSQL servers in a temp dir (API and cell on separate servers)"
+                + (f"; {placement}" if pin else ""),
+            )
     finally:
         for server in local:
             with contextlib.suppress(Exception):
