@@ -75,6 +75,9 @@ class SpecBatch:
     errors: dict[str, SpecDecodeError]
 
 
+#: Rows per chunk when a batch read is streamed (libpq 17+ chunked mode).
+STREAM_CHUNK_ROWS = 200
+
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -188,10 +191,6 @@ class SpecSession:
         found: dict[str, StoredSpec] = {}
         errors: dict[str, SpecDecodeError] = {}
         if keys:
-            rows = self.conn.execute(
-                query("request_specs", "get_many_by_instance_uuids").statement,
-                {"instance_uuids": keys},
-            ).fetchall()
             # Decoding builds ~60 objects per spec, none of them cyclic: the cyclic GC
             # would only rescan the growing batch again and again, so it waits.
             gc_was_enabled = gc.isenabled()
@@ -199,14 +198,21 @@ class SpecSession:
             try:
                 name = self.database.name
                 decode = codec.decode
-                for raw_uuid, doc, version in rows:
-                    key = str(raw_uuid)
-                    try:
-                        spec = decode(doc, instance_uuid=key, database=name)
-                    except SpecDecodeError as exc:
-                        errors[key] = exc
-                        continue
-                    found[key] = StoredSpec(spec, int(version), name)
+                # Streamed in chunks: specs are decoded here while the server is still
+                # producing the next rows, instead of after the whole result arrived.
+                with self.conn.cursor() as cur:
+                    for raw_uuid, doc, version in cur.stream(
+                        query("request_specs", "get_many_by_instance_uuids").statement,
+                        {"instance_uuids": keys},
+                        size=STREAM_CHUNK_ROWS,
+                    ):
+                        key = str(raw_uuid)
+                        try:
+                            spec = decode(doc, instance_uuid=key, database=name)
+                        except SpecDecodeError as exc:
+                            errors[key] = exc
+                            continue
+                        found[key] = StoredSpec(spec, int(version), name)
             finally:
                 if gc_was_enabled:
                     gc.enable()

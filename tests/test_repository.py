@@ -33,7 +33,7 @@ from reqspec_repo.model import (
     SchedulerRetry,
     without_per_operation,
 )
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo.repository import STREAM_CHUNK_ROWS, RequestSpecRepository
 
 
 def stored_doc(topology, database, instance_uuid):
@@ -191,13 +191,14 @@ def test_get_many_in_one_round_trip(repo, monkeypatch):
     repo.create_many(ctx, specs)
     absent = str(uuid.uuid4())
     calls = []
-    original = psycopg.Connection.execute
+    for method in ("execute", "stream"):  # every statement goes through one of these
+        original = getattr(psycopg.Cursor, method)
 
-    def counting(self, *args, **kwargs):
-        calls.append(args[0])
-        return original(self, *args, **kwargs)
+        def counting(self, *args, _original=original, **kwargs):
+            calls.append(args[0])
+            return _original(self, *args, **kwargs)
 
-    monkeypatch.setattr(psycopg.Connection, "execute", counting)
+        monkeypatch.setattr(psycopg.Cursor, method, counting)
     batch = repo.get_many(ctx, [s.instance_uuid for s in specs] + [absent])
     assert len(calls) == 1
     assert set(batch.found) == {s.instance_uuid for s in specs}
@@ -388,3 +389,22 @@ def test_the_kept_cursor_never_hands_back_a_previous_row(topology):
         assert not repository.destroy(ctx, spec.instance_uuid, missing_ok=True)
         with repository.connections.connection(API) as conn:
             assert conn.one_row_cursor() is conn.one_row_cursor()
+
+
+def test_a_batch_read_longer_than_one_streamed_chunk(fresh_topology):
+    """get_many streams its result in chunks of STREAM_CHUNK_ROWS; corrupt rows in any
+    chunk are reported and every other spec of every chunk comes back."""
+    topo = fresh_topology()
+    n = 2 * STREAM_CHUNK_ROWS + 50
+    ctx = cell_context("cell1")
+    with RequestSpecRepository.from_topology(topo) as repository:
+        specs = [sample_spec() for _ in range(n)]
+        repository.create_many(ctx, specs)
+        bad = [str(uuid.uuid4()) for _ in range(3)]
+        for key in bad:
+            plant(topo, "cell1", key, b'{"schema_version": 2, "flavor": 7}')
+        wanted = [s.instance_uuid for s in specs] + bad + [str(uuid.uuid4())]
+        batch = repository.get_many(ctx, wanted)
+        assert len(batch.found) == n and sorted(batch.errors) == sorted(bad) and len(batch.missing) == 1
+        assert all(batch.found[s.instance_uuid].spec == s for s in specs)
+        assert repository.get(ctx, specs[-1].instance_uuid).spec == specs[-1]  # connection still usable
