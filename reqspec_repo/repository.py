@@ -15,7 +15,7 @@ import logging
 import re
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import psycopg
@@ -75,8 +75,10 @@ class SpecBatch:
     errors: dict[str, SpecDecodeError]
 
 
-#: Rows per chunk when a batch read is streamed (libpq 17+ chunked mode).
+#: Rows per chunk when a batch read is streamed (chunked rows mode, libpq 17 or later;
+#: with an older libpq the batch is fetched whole).
 STREAM_CHUNK_ROWS = 200
+_CHUNKED_ROWS = psycopg.pq.version() >= 170000
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -198,14 +200,17 @@ class SpecSession:
             try:
                 name = self.database.name
                 decode = codec.decode
-                # Streamed in chunks: specs are decoded here while the server is still
-                # producing the next rows, instead of after the whole result arrived.
+                statement = query("request_specs", "get_many_by_instance_uuids").statement
+                params = {"instance_uuids": keys}
                 with self.conn.cursor() as cur:
-                    for raw_uuid, doc, version in cur.stream(
-                        query("request_specs", "get_many_by_instance_uuids").statement,
-                        {"instance_uuids": keys},
-                        size=STREAM_CHUNK_ROWS,
-                    ):
+                    # Streamed in chunks: specs are decoded here while the server is still
+                    # producing the next rows, instead of after the whole result arrived.
+                    rows: Iterable[tuple[Any, ...]] = (
+                        cur.stream(statement, params, size=STREAM_CHUNK_ROWS)
+                        if _CHUNKED_ROWS
+                        else cur.execute(statement, params).fetchall()
+                    )
+                    for raw_uuid, doc, version in rows:
                         key = str(raw_uuid)
                         try:
                             spec = decode(doc, instance_uuid=key, database=name)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from strategies import request_specs
 
 from reqspec_repo import codec
+from reqspec_repo import repository as repository_module
 from reqspec_repo.config import API, Settings
 from reqspec_repo.context import api_context, cell_context
 from reqspec_repo.demo import sample_spec
@@ -391,9 +392,12 @@ def test_the_kept_cursor_never_hands_back_a_previous_row(topology):
             assert conn.one_row_cursor() is conn.one_row_cursor()
 
 
-def test_a_batch_read_longer_than_one_streamed_chunk(fresh_topology):
-    """get_many streams its result in chunks of STREAM_CHUNK_ROWS; corrupt rows in any
-    chunk are reported and every other spec of every chunk comes back."""
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "libpq-before-17"])
+def test_a_batch_read_longer_than_one_streamed_chunk(fresh_topology, monkeypatch, chunked):
+    """get_many streams its result in chunks of STREAM_CHUNK_ROWS (fetches it whole with a
+    libpq older than 17); corrupt rows in any chunk are reported and every other spec of
+    every chunk comes back."""
+    monkeypatch.setattr(repository_module, "_CHUNKED_ROWS", chunked)
     topo = fresh_topology()
     n = 2 * STREAM_CHUNK_ROWS + 50
     ctx = cell_context("cell1")
