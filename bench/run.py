@@ -467,7 +467,9 @@ class Bench:
                 verdict, figure = "pending", t.detail
             else:
                 verdict = "met" if t.met else "not met"
-                figure = f"{t.measured:.1f} MB" if "RSS" in t.text else f"{t.measured:.2f}x"
+                # Two decimals, or three where two would read as the limit itself.
+                digits = 3 if round(t.measured, 2) == t.limit else 2
+                figure = f"{t.measured:.1f} MB" if "RSS" in t.text else f"{t.measured:.{digits}f}x"
             out(f"  [{verdict:>7}] {t.text}: measured {figure}")
 
 
