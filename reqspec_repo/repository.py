@@ -95,6 +95,20 @@ def normalize_uuid(value: str | uuid_mod.UUID, field: str = "instance_uuid") -> 
         raise SpecValidationError(field, f"{value!r} is not a uuid") from None
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Batch reads and writes build or keep thousands of objects, none of them cyclic: the
+    cyclic GC would only rescan the growing batch (and everything else the process holds)
+    again and again, so it waits until the batch is done."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _log_decode_error(error: SpecDecodeError) -> None:
     log.error("skipping undecodable row: %s", error)
 
@@ -140,7 +154,11 @@ class SpecSession:
     def create_many(self, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
         if not specs:
             return []
-        docs: list[object] = []
+        with _gc_paused():
+            return self._create_many(specs)
+
+    def _create_many(self, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
+        docs: list[bytes] = []  # bytes, not wrappers: nothing here for the GC to track
         failures: dict[str, Exception] = {}
         seen: set[str] = set()
         for position, spec in enumerate(specs):
@@ -153,7 +171,7 @@ class SpecSession:
                 failures[spec.instance_uuid] = SpecExistsError(spec.instance_uuid, "this batch")
             seen.add(spec.instance_uuid)
             try:
-                docs.append(as_jsonb(self._encode(spec)))
+                docs.append(self._encode(spec))
             except ReqSpecError as exc:
                 failures[spec.instance_uuid] = exc
         if failures:
@@ -170,7 +188,7 @@ class SpecSession:
                     copy.set_types(["uuid", "jsonb", "int4"])
                     write_row = copy.write_row
                     for key, doc in zip(uuids, docs, strict=True):
-                        write_row((uuid_mod.UUID(key), doc, version))
+                        write_row((uuid_mod.UUID(key), as_jsonb(doc), version))
         except pg_errors.UniqueViolation:
             existing = self.conn.execute(
                 query("request_specs", "list_existing_instance_uuids").statement,
@@ -193,11 +211,7 @@ class SpecSession:
         found: dict[str, StoredSpec] = {}
         errors: dict[str, SpecDecodeError] = {}
         if keys:
-            # Decoding builds ~60 objects per spec, none of them cyclic: the cyclic GC
-            # would only rescan the growing batch again and again, so it waits.
-            gc_was_enabled = gc.isenabled()
-            gc.disable()
-            try:
+            with _gc_paused():
                 name = self.database.name
                 decode = codec.decode
                 statement = query("request_specs", "get_many_by_instance_uuids").statement
@@ -218,9 +232,6 @@ class SpecSession:
                             errors[key] = exc
                             continue
                         found[key] = StoredSpec(spec, int(version), name)
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
         missing = [k for k in keys if k not in found and k not in errors]
         return SpecBatch(found, missing, errors)
 
