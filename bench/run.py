@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import platform
 import random
@@ -67,8 +68,8 @@ class Sizes:
     move_rounds: int
 
 
-QUICK = Sizes(20, 3, 1000, 3, 500, 5, 1000, 5000, 200, 200, 2)
-FULL = Sizes(30, 45, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3)
+QUICK = Sizes(10, 6, 1000, 3, 500, 5, 1000, 5000, 200, 200, 2)
+FULL = Sizes(28, 48, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3)
 
 
 @dataclass
@@ -131,11 +132,12 @@ def _fmt(value: float, unit: str) -> str:
 CONTENDERS = ("raw", "orm", "repo")
 
 
-def _rotated(names: Sequence[str], shift: int) -> list[str]:
-    """The contenders in a different order each round, so that none always runs right
-    after the same other one (the one before leaves the caches and the GC in its state)."""
-    k = shift % len(names)
-    return [*names[k:], *names[:k]]
+def _ordered(names: Sequence[str], round_no: int) -> list[str]:
+    """The contenders' order in round ``round_no``: all permutations in turn, so that each
+    runs after each other one equally often. (A rotation would not do: it keeps raw ->
+    ORM -> repo -> raw cyclic, and the repository would always follow the ORM's block.)"""
+    orders = list(itertools.permutations(names))
+    return list(orders[round_no % len(orders)])
 
 
 def _rekey(specs: Sequence[RequestSpec], rng: random.Random) -> list[RequestSpec]:
@@ -179,9 +181,10 @@ class Bench:
         create, get, save = Row(ROWS[0], "us"), Row(ROWS[1], "us"), Row(ROWS[2], "us")
         made: dict[str, list[tuple[RequestSpec, dict[str, Any]]]] = {"raw": [], "orm": [], "repo": []}
         for r in range(s.single_rounds):
-            for name in _rotated(CONTENDERS, r):
+            for name in _ordered(CONTENDERS, r):
                 specs = self.fresh(s.single_ops)
                 docs = [_doc(x) for x in specs]
+                gc.collect()  # each block starts clean: no contender pays for another's garbage
                 for spec, doc in zip(specs, docs, strict=True):
                     c0, t0 = thread_time(), time.perf_counter()
                     if name == "raw":
@@ -193,8 +196,9 @@ class Bench:
                     create.add(name, time.perf_counter() - t0, thread_time() - c0)
                     made[name].append((spec, doc))
         for r in range(s.single_rounds):
-            for name in _rotated(CONTENDERS, r):
+            for name in _ordered(CONTENDERS, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
+                gc.collect()
                 for spec, _ in chunk:
                     key = spec.instance_uuid
                     c0, t0 = thread_time(), time.perf_counter()
@@ -206,10 +210,11 @@ class Bench:
                         repo.get(ctx, key)
                     get.add(name, time.perf_counter() - t0, thread_time() - c0)
         for r in range(s.single_rounds):
-            for name in _rotated(CONTENDERS, r):
+            for name in _ordered(CONTENDERS, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
                 changed = [(attrs.evolve(sp, availability_zone="az-moved"), {**d, "availability_zone": "az-moved"})
                            for sp, d in chunk]
+                gc.collect()
                 for spec, doc in changed:
                     c0, t0 = thread_time(), time.perf_counter()
                     if name == "raw":
@@ -236,8 +241,8 @@ class Bench:
         create.note = "raw = binary COPY; repo = create_many"
         get.note = "raw = '= ANY(...)' fetch to dicts; repo = get_many -> RequestSpecs"
         keys: dict[str, list[str]] = {"raw": [], "orm": [], "repo": []}
-        for _ in range(s.batch_rounds):
-            for name in ("raw", "orm", "repo"):
+        for r in range(s.batch_rounds):
+            for name in _ordered(CONTENDERS, r):
                 specs = self.fresh(s.batch)
                 docs = [_doc(x) for x in specs] if name != "repo" else []
                 gc.collect()
@@ -250,9 +255,9 @@ class Bench:
                     repo.create_many(ctx, specs)
                 create.add(name, s.batch / (time.perf_counter() - t0))
                 keys[name] += [x.instance_uuid for x in specs]
-            self.log(f"batch create round done: {create.samples}")
-        for _ in range(s.batch_rounds):
-            for name in ("raw", "orm", "repo"):
+            self.log(f"batch create round {r + 1} of {s.batch_rounds} done")
+        for r in range(s.batch_rounds):
+            for name in _ordered(CONTENDERS, r):
                 want = self.rng.sample(keys[name], s.batch)
                 gc.collect()
                 t0 = time.perf_counter()
