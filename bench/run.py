@@ -175,55 +175,45 @@ class Bench:
 
     # -- single operations
 
+    @staticmethod
+    def _time_block(row: Row, name: str, call: Callable[[RequestSpec, dict[str, Any]], object],
+                    items: Sequence[tuple[RequestSpec, dict[str, Any]]]) -> None:
+        """One contender's block of single calls, each timed (wall and client CPU)."""
+        gc.collect()  # each block starts clean: no contender pays for another's garbage
+        for spec, doc in items:
+            c0, t0 = thread_time(), time.perf_counter()
+            call(spec, doc)
+            row.add(name, time.perf_counter() - t0, thread_time() - c0)
+
     def singles(self, raw: Raw, orm: Orm, repo: RequestSpecRepository) -> None:
         s = self.sizes
         ctx = api_context()
         create, get, save = Row(ROWS[0], "us"), Row(ROWS[1], "us"), Row(ROWS[2], "us")
-        made: dict[str, list[tuple[RequestSpec, dict[str, Any]]]] = {"raw": [], "orm": [], "repo": []}
+        # The same work per contender: raw and the ORM take the document, the repo the spec.
+        calls: dict[str, dict[str, Callable[[RequestSpec, dict[str, Any]], object]]] = {
+            "create": {"raw": lambda sp, d: raw.create(d), "orm": lambda sp, d: orm.create(d),
+                       "repo": lambda sp, d: repo.create(ctx, sp)},
+            "get": {"raw": lambda sp, d: raw.get(sp.instance_uuid), "orm": lambda sp, d: orm.get(sp.instance_uuid),
+                    "repo": lambda sp, d: repo.get(ctx, sp.instance_uuid)},
+            "save": {"raw": lambda sp, d: raw.save(d, 1), "orm": lambda sp, d: orm.save(d, 1),
+                     "repo": lambda sp, d: repo.save(ctx, sp, expected_version=1)},
+        }
+        made: dict[str, list[tuple[RequestSpec, dict[str, Any]]]] = {name: [] for name in CONTENDERS}
         for r in range(s.single_rounds):
             for name in _ordered(CONTENDERS, r):
-                specs = self.fresh(s.single_ops)
-                docs = [_doc(x) for x in specs]
-                gc.collect()  # each block starts clean: no contender pays for another's garbage
-                for spec, doc in zip(specs, docs, strict=True):
-                    c0, t0 = thread_time(), time.perf_counter()
-                    if name == "raw":
-                        raw.create(doc)
-                    elif name == "orm":
-                        orm.create(doc)
-                    else:
-                        repo.create(ctx, spec)
-                    create.add(name, time.perf_counter() - t0, thread_time() - c0)
-                    made[name].append((spec, doc))
+                fresh = [(x, _doc(x)) for x in self.fresh(s.single_ops)]
+                self._time_block(create, name, calls["create"][name], fresh)
+                made[name] += fresh
         for r in range(s.single_rounds):
             for name in _ordered(CONTENDERS, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
-                gc.collect()
-                for spec, _ in chunk:
-                    key = spec.instance_uuid
-                    c0, t0 = thread_time(), time.perf_counter()
-                    if name == "raw":
-                        raw.get(key)
-                    elif name == "orm":
-                        orm.get(key)
-                    else:
-                        repo.get(ctx, key)
-                    get.add(name, time.perf_counter() - t0, thread_time() - c0)
+                self._time_block(get, name, calls["get"][name], chunk)
         for r in range(s.single_rounds):
             for name in _ordered(CONTENDERS, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
                 changed = [(attrs.evolve(sp, availability_zone="az-moved"), {**d, "availability_zone": "az-moved"})
                            for sp, d in chunk]
-                gc.collect()
-                for spec, doc in changed:
-                    c0, t0 = thread_time(), time.perf_counter()
-                    if name == "raw":
-                        raw.save(doc, 1)
-                    elif name == "orm":
-                        orm.save(doc, 1)
-                    else:
-                        repo.save(ctx, spec, expected_version=1)
-                    save.add(name, time.perf_counter() - t0, thread_time() - c0)
+                self._time_block(save, name, calls["save"][name], changed)
         for row in (create, get, save):
             row.note = "client CPU per call, median: " + ", ".join(
                 f"{name} {statistics.median(v) * 1e6:,.0f} us" for name, v in row.cpu.items())
