@@ -218,6 +218,19 @@ def _unwrap(obj: object, names: tuple[str, ...], path: str) -> dict[str, Any]:
     return data
 
 
+def _wrapped_items(
+    obj: object, list_name: str, path: str, key: str, item_name: str, item_path: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The items of a Nova list object (``list_name`` envelope, array under ``key``),
+    each unwrapped from its ``item_name`` envelope, with the path to name in errors."""
+    raw_items = _unwrap(obj, (list_name,), path).get(key) or []
+    if type(raw_items) is not list:
+        raise RowProblem(f"{path}.{key}", "expected an array")
+    for i, raw in enumerate(raw_items):
+        p = f"{item_path}[{i}]"
+        yield p, _unwrap(raw, (item_name,), p)
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -358,14 +371,10 @@ def _image(obj: object) -> ImageMeta | None:
 def _numa(obj: object) -> NumaTopology | None:
     if obj is None:
         return None
-    d = _unwrap(obj, ("InstanceNUMATopology",), "numa_topology")
-    raw_cells = d.get("cells") or []
-    if type(raw_cells) is not list:
-        raise RowProblem("numa_topology.cells", "expected an array")
     cells = []
-    for i, raw in enumerate(raw_cells):
-        p = f"numa_topology.cells[{i}]"
-        c = _unwrap(raw, ("InstanceNUMACell",), p)
+    for p, c in _wrapped_items(
+        obj, "InstanceNUMATopology", "numa_topology", "cells", "InstanceNUMACell", "numa_topology.cells"
+    ):
         cells.append(
             NumaCell(
                 id=_int(c, "id", p),
@@ -382,14 +391,10 @@ def _numa(obj: object) -> NumaTopology | None:
 def _pci(obj: object) -> tuple[PciRequest, ...]:
     if obj is None:
         return ()
-    d = _unwrap(obj, ("InstancePCIRequests",), "pci_requests")
-    raw_requests = d.get("requests") or []
-    if type(raw_requests) is not list:
-        raise RowProblem("pci_requests.requests", "expected an array")
     found = []
-    for i, raw in enumerate(raw_requests):
-        p = f"pci_requests[{i}]"
-        r = _unwrap(raw, ("InstancePCIRequest",), p)
+    for p, r in _wrapped_items(
+        obj, "InstancePCIRequests", "pci_requests", "requests", "InstancePCIRequest", "pci_requests"
+    ):
         spec = r.get("spec") or []
         if type(spec) is not list:
             raise RowProblem(f"{p}.spec", "expected an array of objects")
@@ -441,14 +446,10 @@ def _group(obj: object) -> InstanceGroupRef | None:
 def _security_groups(obj: object) -> tuple[str, ...]:
     if obj is None:
         return ()
-    d = _unwrap(obj, ("SecurityGroupList",), "security_groups")
-    raw = d.get("objects") or []
-    if type(raw) is not list:
-        raise RowProblem("security_groups.objects", "expected an array")
     names = []
-    for i, item in enumerate(raw):
-        p = f"security_groups[{i}]"
-        g = _unwrap(item, ("SecurityGroup",), p)
+    for p, g in _wrapped_items(
+        obj, "SecurityGroupList", "security_groups", "objects", "SecurityGroup", "security_groups"
+    ):
         name = _str(g, "name", p, optional=True)
         if name is None:
             name = _str(g, "uuid", p)  # a group known by uuid only

@@ -214,14 +214,17 @@ class Connections:
                 raise
             raise typed from None
 
-    def failed(self, database: Database, conn: GuardedConnection, exc: Exception) -> BaseException | None:
-        """What a call that raised ``exc`` on ``conn`` should raise instead (None: ``exc``).
+    def raise_typed(self, database: Database, conn: GuardedConnection, exc: Exception) -> None:
+        """Raise the typed library error for ``exc``, raised by a call on ``conn``; return
+        when ``exc`` should go through as it is.
 
         A connection found broken (server restarted, network cut) also gets the idle
         connections of its pool tested in the background."""
         if isinstance(exc, psycopg.OperationalError) and (conn.broken or conn.closed):
             self._check_later(database.name)
-        return translate_error(database, exc)
+        typed = translate_error(database, exc)
+        if typed is not None:
+            raise typed from None
 
     def run(self, database: Database, operation: Callable[[GuardedConnection], _T]) -> _T:
         """``operation`` on a pooled connection, errors translated: :meth:`connection` for
@@ -230,10 +233,8 @@ class Connections:
         try:
             return operation(conn)
         except Exception as exc:
-            typed = self.failed(database, conn, exc)
-            if typed is None:
-                raise
-            raise typed from None
+            self.raise_typed(database, conn, exc)
+            raise
         finally:
             pool.putconn(conn)
 
@@ -245,10 +246,8 @@ class Connections:
         try:
             yield conn
         except Exception as exc:
-            typed = self.failed(database, conn, exc)
-            if typed is None:
-                raise
-            raise typed from None
+            self.raise_typed(database, conn, exc)
+            raise
         finally:
             pool.putconn(conn)
 
