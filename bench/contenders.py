@@ -16,8 +16,8 @@ from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from sqlalchemy import BigInteger, Integer, String, Text, create_engine, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from reqspec_repo import codec
-from reqspec_repo.queries import query
+from reqspec_repo._spec import codec
+from reqspec_repo._store.queries import query
 
 
 def _q(name: str) -> bytes:

@@ -1,7 +1,7 @@
 """msgspec Struct mirrors of the durable model: the fastest-known reference codec.
 
 The structs hold the same fields with the same JSON names, so they read and write the
-same documents as :mod:`reqspec_repo.codec` (without its validation rules).
+same documents as :mod:`reqspec_repo._spec.codec` (without its validation rules).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from reqspec_repo.model import (
+from reqspec_repo._spec.model import (
     Flavor,
     ImageMeta,
     InstanceGroupRef,

@@ -15,9 +15,9 @@ from __future__ import annotations
 import resource
 import sys
 
-from reqspec_repo.config import Topology
-from reqspec_repo.context import api_context
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._store.config import Topology
+from reqspec_repo._store.context import api_context
+from reqspec_repo._store.repository import RequestSpecRepository
 
 
 def _vm_hwm_kb() -> int:

@@ -31,13 +31,13 @@ from bench import msgspec_model
 from bench.contenders import Orm, Raw
 from bench.servers import FULL_RUN_SHARED_BUFFERS, Server, servers
 from bench.workload import make_specs
-from reqspec_repo import codec
-from reqspec_repo.config import API, Settings, Topology
-from reqspec_repo.context import api_context, cell_context
-from reqspec_repo.documents import as_jsonb, register_document_types
-from reqspec_repo.migrate import migrate_topology
-from reqspec_repo.model import RequestSpec
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._spec import codec
+from reqspec_repo._spec.model import RequestSpec
+from reqspec_repo._store.config import API, Settings, Topology
+from reqspec_repo._store.context import api_context, cell_context
+from reqspec_repo._store.documents import as_jsonb, register_document_types
+from reqspec_repo._store.migrate import migrate_topology
+from reqspec_repo._store.repository import RequestSpecRepository
 
 ROWS = (
     "single create",
@@ -399,7 +399,7 @@ class Bench:
         name = f"{ROWS[9]} {s.move:,}"
         try:
             from reqspec_repo import moves
-            from reqspec_repo.locations import SpecStore
+            from reqspec_repo._store.locations import SpecStore
         except ImportError as exc:
             moves = None
             self.pending.append(f"{name}: pending (moves API not available: {exc})")

@@ -12,7 +12,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from reqspec_repo.model import (
+from reqspec_repo._spec.model import (
     Flavor,
     ImageMeta,
     InstanceGroupRef,

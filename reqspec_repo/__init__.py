@@ -1,19 +1,21 @@
 """reqspec_repo: persist RequestSpecs in the API database and cell databases (PostgreSQL).
 
+This module is the whole public API; every module whose path has a leading underscore
+(``reqspec_repo._store``, ``reqspec_repo._spec``...) is internal and may change.
+``reqspec_repo.testing`` is the public pytest plugin for users' own integration tests.
+
 Typical use::
 
     import reqspec_repo as rs
 
     topology = rs.load_topology()                     # reqspec.toml / environment
     with rs.RequestSpecRepository.from_topology(topology) as repo:
-        repo.create(rs.api_context(), spec)           # before scheduling
-        stored = repo.get(rs.cell_context("cell1"), spec.instance_uuid)
+        store = rs.SpecStore(repo)                    # location-aware, by uuid alone
+        store.create(spec)                            # the API database, before scheduling
+        rs.move_specs(store, [spec.instance_uuid], to="cell1")
 """
 
-from .codec import SCHEMA_VERSION, decode, encode
-from .config import API, Database, Settings, Topology, load_topology
-from .context import RequestContext, api_context, cell_context, target_cell
-from .errors import (
+from ._errors import (
     BatchError,
     ConfigError,
     ConflictError,
@@ -32,8 +34,18 @@ from .errors import (
     SpecNotFoundError,
     SpecValidationError,
 )
-from .migrate import check_schema, migrate_database, migrate_topology
-from .model import (
+from ._moving.moves import MoveResult, move_specs
+from ._moving.recovery import Problem, RecoveryReport, VerifyReport, recover, verify
+from ._nova.importing import ImportReport, NovaImportError, RowResult, import_file, import_rows
+from ._nova.lifecycle import (
+    InstanceGroup,
+    Lifecycle,
+    LifecycleError,
+    MoveFailedError,
+    Operation,
+    PreparedMove,
+)
+from ._spec.model import (
     PER_OPERATION_FIELDS,
     Destination,
     Flavor,
@@ -51,19 +63,31 @@ from .model import (
     SchedulerRetry,
     without_per_operation,
 )
-from .pools import Connections
-from .repository import RequestSpecRepository, SpecBatch, StoredSpec, UnitOfWork
+from ._store.config import API, Database, Settings, Topology, load_topology
+from ._store.context import RequestContext, api_context, cell_context, target_cell
+from ._store.locations import Location, SpecStore
+from ._store.migrate import migrate_topology
+from ._store.repository import RequestSpecRepository, SpecBatch, StoredSpec, UnitOfWork
 
 __all__ = [
-    "API", "BatchError", "ConfigError", "ConflictError", "Connections", "Database",
-    "DatabaseUnavailableError", "Destination", "DocumentTooLargeError", "Flavor", "ImageMeta",
-    "InstanceGroupRef", "Limits", "LocationNotFoundError", "MoveError",
-    "MoveInProgressError", "NetworkMetadata", "NumaCell", "NumaTopology", "PER_OPERATION_FIELDS",
-    "PciRequest", "ReadOnlyDatabaseError", "ReqSpecError", "RequestContext", "RequestGroup",
-    "RequestLevelParams", "RequestSpec", "RequestSpecRepository", "RequestedNetwork",
-    "SCHEMA_VERSION", "SchedulerRetry", "SchemaError", "Settings", "SpecBatch", "SpecDecodeError",
-    "SpecEncodeError", "SpecExistsError", "SpecMovingError", "SpecNotFoundError",
-    "SpecValidationError", "StoredSpec", "Topology", "UnitOfWork", "api_context", "cell_context",
-    "check_schema", "decode", "encode", "load_topology", "migrate_database", "migrate_topology",
-    "target_cell", "without_per_operation",
+    # the model (attrs, frozen; no I/O)
+    "PER_OPERATION_FIELDS", "Destination", "Flavor", "ImageMeta", "InstanceGroupRef", "Limits",
+    "NetworkMetadata", "NumaCell", "NumaTopology", "PciRequest", "RequestGroup",
+    "RequestLevelParams", "RequestSpec", "RequestedNetwork", "SchedulerRetry",
+    "without_per_operation",
+    # configuration and request context
+    "API", "Database", "RequestContext", "Settings", "Topology", "api_context", "cell_context",
+    "load_topology", "migrate_topology", "target_cell",
+    # the store: one database at a time, or by uuid alone through locations
+    "Location", "RequestSpecRepository", "SpecBatch", "SpecStore", "StoredSpec", "UnitOfWork",
+    # moving between databases
+    "MoveResult", "Problem", "RecoveryReport", "VerifyReport", "move_specs", "recover", "verify",
+    # Nova: the lifecycle of an instance, import of Nova's rows
+    "ImportReport", "InstanceGroup", "Lifecycle", "LifecycleError", "MoveFailedError",
+    "NovaImportError", "Operation", "PreparedMove", "RowResult", "import_file", "import_rows",
+    # typed errors
+    "BatchError", "ConfigError", "ConflictError", "DatabaseUnavailableError",
+    "DocumentTooLargeError", "LocationNotFoundError", "MoveError", "MoveInProgressError",
+    "ReadOnlyDatabaseError", "ReqSpecError", "SchemaError", "SpecDecodeError", "SpecEncodeError",
+    "SpecExistsError", "SpecMovingError", "SpecNotFoundError", "SpecValidationError",
 ]

@@ -1,6 +1,6 @@
 """Shared fixtures (the plugin is loaded with -p in setup.cfg): real PostgreSQL databases (API + two cells), migrated, per session.
 
-The servers come from the project's pytest plugin (reqspec_repo.pytest_plugin):
+The servers come from the project's pytest plugin (reqspec_repo.testing.pytest_plugin):
 REQSPEC_TEST_DSN, else testcontainers, else an embedded server it starts itself.
 """
 
@@ -13,11 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from reqspec_repo.config import API, Settings, Topology
-from reqspec_repo.locations import SpecStore
-from reqspec_repo.migrate import migrate_topology
-from reqspec_repo.pytest_plugin import ServerHandle
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._store.config import API, Settings, Topology
+from reqspec_repo._store.locations import SpecStore
+from reqspec_repo._store.migrate import migrate_topology
+from reqspec_repo._store.repository import RequestSpecRepository
+from reqspec_repo.testing.pytest_plugin import ServerHandle
 
 CELLS = ("cell1", "cell2")
 

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 import orjson
 from conftest import run_sql
 
-from reqspec_repo import codec
-from reqspec_repo.config import Topology
-from reqspec_repo.locations import SpecStore
-from reqspec_repo.model import RequestSpec, without_per_operation
-from reqspec_repo.recovery import verify
+from reqspec_repo._moving.recovery import verify
+from reqspec_repo._spec import codec
+from reqspec_repo._spec.model import RequestSpec, without_per_operation
+from reqspec_repo._store.config import Topology
+from reqspec_repo._store.locations import SpecStore
 
 
 def rows_everywhere(topology: Topology, instance_uuid: str) -> list[tuple[str, str, bytes]]:

@@ -8,18 +8,18 @@ from typing import Any
 
 import attrs
 
-from reqspec_repo.config import Topology
-from reqspec_repo.demo import sample_spec
-from reqspec_repo.errors import (
+from reqspec_repo._cli.demo import sample_spec
+from reqspec_repo._errors import (
     ConflictError,
     LocationNotFoundError,
     MoveInProgressError,
     SpecMovingError,
     SpecNotFoundError,
 )
-from reqspec_repo.locations import SpecStore
-from reqspec_repo.moves import move_specs
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._moving.moves import move_specs
+from reqspec_repo._store.config import Topology
+from reqspec_repo._store.locations import SpecStore
+from reqspec_repo._store.repository import RequestSpecRepository
 
 # The errors a correct run may meet under contention; anything else fails the soak.
 EXPECTED = (

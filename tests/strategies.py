@@ -10,7 +10,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from reqspec_repo.model import (
+from reqspec_repo._spec.model import (
     INT_MAX,
     INT_MIN,
     Destination,

@@ -16,12 +16,9 @@ from hypothesis import strategies as st
 from psycopg import conninfo
 from strategies import durable_request_specs, json_paths, json_values, texts
 
-from reqspec_repo import codec, migrate
-from reqspec_repo.cli import main as cli_main
-from reqspec_repo.config import API, Settings, Topology
-from reqspec_repo.context import api_context, cell_context
-from reqspec_repo.demo import sample_spec
-from reqspec_repo.errors import (
+from reqspec_repo._cli.demo import sample_spec
+from reqspec_repo._cli.main import main as cli_main
+from reqspec_repo._errors import (
     BatchError,
     ConfigError,
     DatabaseUnavailableError,
@@ -31,7 +28,11 @@ from reqspec_repo.errors import (
     SpecEncodeError,
     SpecExistsError,
 )
-from reqspec_repo.repository import RequestSpecRepository, StoredSpec
+from reqspec_repo._spec import codec
+from reqspec_repo._store import migrate
+from reqspec_repo._store.config import API, Settings, Topology
+from reqspec_repo._store.context import api_context, cell_context
+from reqspec_repo._store.repository import RequestSpecRepository, StoredSpec
 
 PASSWORD = "Sup3r-s3cret-pw"
 

@@ -15,12 +15,12 @@ import attrs
 import pytest
 from conftest import build_topology, run_sql
 
-from reqspec_repo.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, build_parser, main
-from reqspec_repo.demo import run_demo, sample_spec
-from reqspec_repo.lifecycle import Lifecycle
-from reqspec_repo.locations import SpecStore
-from reqspec_repo.recovery import verify
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._cli.demo import run_demo, sample_spec
+from reqspec_repo._cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, build_parser, main
+from reqspec_repo._moving.recovery import verify
+from reqspec_repo._nova.lifecycle import Lifecycle
+from reqspec_repo._store.locations import SpecStore
+from reqspec_repo._store.repository import RequestSpecRepository
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nova"
 
@@ -261,7 +261,7 @@ def test_embedded_default_keeps_data_between_commands(tmp_path):
 
     def reqspec(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "reqspec_repo.cli", *argv],
+            [sys.executable, "-m", "reqspec_repo._cli.main", *argv],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
         )
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import durable_request_specs, json_paths, json_values, request_specs
 
-from reqspec_repo import codec, upgrades
-from reqspec_repo.errors import DocumentTooLargeError, SpecDecodeError, SpecEncodeError
-from reqspec_repo.model import (
+from reqspec_repo._errors import DocumentTooLargeError, SpecDecodeError, SpecEncodeError
+from reqspec_repo._spec import codec, upgrades
+from reqspec_repo._spec.model import (
     PER_OPERATION_FIELDS,
     Flavor,
     ImageMeta,

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import durable_request_specs, json_paths, json_values
 
-from reqspec_repo import codec
-from reqspec_repo.model import RequestSpec
-from reqspec_repo.upgrades import VERSION_KEY
+from reqspec_repo._spec import codec
+from reqspec_repo._spec.model import RequestSpec
+from reqspec_repo._spec.upgrades import VERSION_KEY
 
 # Values that sit on the edges of the model's rules.
 _EDGES = st.sampled_from([

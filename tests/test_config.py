@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from reqspec_repo.config import Settings, Topology, load_topology
-from reqspec_repo.context import api_context
-from reqspec_repo.dsn import mask_dsn
-from reqspec_repo.errors import ConfigError
+from reqspec_repo._errors import ConfigError
+from reqspec_repo._store.config import Settings, Topology, load_topology
+from reqspec_repo._store.context import api_context
+from reqspec_repo._store.dsn import mask_dsn
 
 TOML = """
 [api]

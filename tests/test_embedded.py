@@ -1,4 +1,4 @@
-"""Tests of the embedded PostgreSQL launcher (reqspec_repo.embedded)."""
+"""Tests of the embedded PostgreSQL launcher (reqspec_repo._embedded.server)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
-from reqspec_repo.embedded import (
+from reqspec_repo._embedded.server import (
     EmbeddedTopology,
     LocalServer,
     LocalServerError,
@@ -195,7 +195,7 @@ def test_concurrent_starts_from_several_processes(killable_server: MakeServer) -
         """
         import sys
         from pathlib import Path
-        from reqspec_repo.embedded import LocalServer
+        from reqspec_repo._embedded.server import LocalServer
         s = LocalServer(Path(sys.argv[1]))
         s.start()
         print(s.pid, s.port)

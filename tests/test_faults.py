@@ -12,11 +12,11 @@ import attrs
 import pytest
 from conftest import build_topology, run_sql
 
-from reqspec_repo.config import API, Settings
-from reqspec_repo.context import api_context, cell_context
-from reqspec_repo.demo import sample_spec
-from reqspec_repo.errors import DatabaseUnavailableError, ReadOnlyDatabaseError
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._cli.demo import sample_spec
+from reqspec_repo._errors import DatabaseUnavailableError, ReadOnlyDatabaseError
+from reqspec_repo._store.config import API, Settings
+from reqspec_repo._store.context import api_context, cell_context
+from reqspec_repo._store.repository import RequestSpecRepository
 
 FAST = Settings(statement_timeout_ms=1000, lock_timeout_ms=500, connect_timeout_s=1, pool_max_size=4)
 

@@ -1,4 +1,4 @@
-"""Tests of the project's pytest plugin (reqspec_repo.pytest_plugin)."""
+"""Tests of the project's pytest plugin (reqspec_repo.testing.pytest_plugin)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reqspec_repo.embedded import LocalServer
-from reqspec_repo.pytest_plugin import ENV_BACKEND, ENV_DSN, ServerHandle, mask_dsn, with_dbname
+from reqspec_repo._embedded.server import LocalServer
+from reqspec_repo.testing.pytest_plugin import ENV_BACKEND, ENV_DSN, ServerHandle, mask_dsn, with_dbname
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_make_database(
         make_database(pg_server, "Bad-Prefix")
 
 
-_INNER_CONFTEST = 'pytest_plugins = ["reqspec_repo.pytest_plugin"]\n'
+_INNER_CONFTEST = 'pytest_plugins = ["reqspec_repo.testing.pytest_plugin"]\n'
 
 _INNER_TESTS = """
 import json, os

@@ -12,11 +12,11 @@ import attrs
 import pytest
 from conftest import build_topology, run_sql
 
-from reqspec_repo.config import API
-from reqspec_repo.demo import sample_spec
-from reqspec_repo.errors import ConflictError, LocationNotFoundError
-from reqspec_repo.lifecycle import InstanceGroup, Lifecycle, LifecycleError, Operation
-from reqspec_repo.model import (
+from reqspec_repo._cli.demo import sample_spec
+from reqspec_repo._errors import ConflictError, LocationNotFoundError
+from reqspec_repo._moving.recovery import verify
+from reqspec_repo._nova.lifecycle import InstanceGroup, Lifecycle, LifecycleError, Operation
+from reqspec_repo._spec.model import (
     Flavor,
     ImageMeta,
     NumaCell,
@@ -24,7 +24,7 @@ from reqspec_repo.model import (
     PciRequest,
     RequestSpec,
 )
-from reqspec_repo.recovery import verify
+from reqspec_repo._store.config import API
 
 BIG = Flavor(flavorid="m1.large", name="m1.large", memory_mb=8192, vcpus=4, root_gb=80)
 ALL_MOVES = list(Operation)

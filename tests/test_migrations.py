@@ -8,9 +8,9 @@ import threading
 import pytest
 from conftest import run_sql
 
-from reqspec_repo import cli
-from reqspec_repo.migrate import migrate_database, migrate_topology, rollback_database, schema_status
-from reqspec_repo.resources import migrations_dir
+from reqspec_repo._cli import main as cli
+from reqspec_repo._store.migrate import migrate_database, migrate_topology, rollback_database, schema_status
+from reqspec_repo._store.resources import migrations_dir
 
 N_MIGRATIONS = len([p for p in migrations_dir().glob("*.sql") if not p.name.endswith(".rollback.sql")])
 
@@ -99,8 +99,8 @@ def test_cli_migrate_names_the_failing_database_and_exits_non_zero(fresh_topolog
 
 @pytest.mark.parametrize("dsn", ["not a dsn ===", "postgresql://user:pw@host:notaport/db"])
 def test_malformed_dsn_is_a_config_error_naming_the_database(dsn):
-    from reqspec_repo.config import Topology
-    from reqspec_repo.errors import ConfigError
+    from reqspec_repo._errors import ConfigError
+    from reqspec_repo._store.config import Topology
 
     with pytest.raises(ConfigError) as err:
         Topology.from_dsns("postgresql://h/api", {"cell9": dsn})

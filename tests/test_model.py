@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from strategies import request_specs
 
-from reqspec_repo.errors import SpecValidationError
-from reqspec_repo.model import (
+from reqspec_repo._errors import SpecValidationError
+from reqspec_repo._spec.model import (
     PER_OPERATION_FIELDS,
     Flavor,
     ImageMeta,

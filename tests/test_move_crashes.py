@@ -14,14 +14,14 @@ import pytest
 from conftest import build_topology
 from movecheck import assert_invariant
 
-from reqspec_repo.config import API
-from reqspec_repo.demo import sample_spec
-from reqspec_repo.errors import DatabaseUnavailableError
-from reqspec_repo.failpoints import armed
-from reqspec_repo.locations import SpecStore
-from reqspec_repo.moves import move_specs
-from reqspec_repo.recovery import recover
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._cli.demo import sample_spec
+from reqspec_repo._errors import DatabaseUnavailableError
+from reqspec_repo._moving.moves import move_specs
+from reqspec_repo._moving.recovery import recover
+from reqspec_repo._store.config import API
+from reqspec_repo._store.locations import SpecStore
+from reqspec_repo._store.repository import RequestSpecRepository
+from reqspec_repo.testing.failpoints import armed
 
 
 def open_store(topology):
@@ -54,7 +54,7 @@ def test_sigkill_of_a_mover_process_at_random_moments(split_topology):
             source, target = route[runs % len(route)]
             runs += 1
             proc = subprocess.Popen(
-                [sys.executable, "-m", "reqspec_repo.cli", "move", "--from", source, "--to", target,
+                [sys.executable, "-m", "reqspec_repo._cli.main", "move", "--from", source, "--to", target,
                  "--chunk-size", "30"],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )

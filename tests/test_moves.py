@@ -12,18 +12,18 @@ import pytest
 from conftest import run_sql
 from movecheck import assert_invariant, rows_everywhere
 
-from reqspec_repo.config import API
-from reqspec_repo.demo import sample_spec
-from reqspec_repo.errors import (
+from reqspec_repo._cli.demo import sample_spec
+from reqspec_repo._errors import (
     LocationNotFoundError,
     MoveInProgressError,
     SpecMovingError,
 )
-from reqspec_repo.failpoints import MOVE_FAILPOINTS, FailpointHit, armed
-from reqspec_repo.locations import SpecStore
-from reqspec_repo.moves import move_specs
-from reqspec_repo.recovery import recover, verify
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._moving.moves import move_specs
+from reqspec_repo._moving.recovery import recover, verify
+from reqspec_repo._store.config import API
+from reqspec_repo._store.locations import SpecStore
+from reqspec_repo._store.repository import RequestSpecRepository
+from reqspec_repo.testing.failpoints import MOVE_FAILPOINTS, FailpointHit, armed
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import run_sql
 
-from reqspec_repo.config import API
-from reqspec_repo.locations import SpecStore
-from reqspec_repo.nova_import import NovaImportError, convert_spec, import_file, read_rows
-from reqspec_repo.recovery import verify
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._moving.recovery import verify
+from reqspec_repo._nova.importing import NovaImportError, convert_spec, import_file, read_rows
+from reqspec_repo._store.config import API
+from reqspec_repo._store.locations import SpecStore
+from reqspec_repo._store.repository import RequestSpecRepository
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nova"
 KINDS = ("plain", "server_group", "numa", "pci", "legacy_per_operation")
@@ -201,7 +201,7 @@ def test_csv_input(store, tmp_path):
 
 
 def test_a_spec_row_without_location_is_reported_and_the_batch_still_lands(store, tmp_path):
-    from reqspec_repo.context import RequestContext
+    from reqspec_repo._store.context import RequestContext
 
     (plain,) = rows_of("plain")
     (numa,) = rows_of("numa")

@@ -50,7 +50,7 @@ def test_installed_wheel_migrates_and_stores_without_the_repository(wheel, tmp_p
     assert "applied 1 migration" in migrate.stdout or "applied" in migrate.stdout
     script = (
         "import reqspec_repo as rs, pathlib;"
-        "from reqspec_repo.demo import sample_spec;"
+        "from reqspec_repo._cli.demo import sample_spec;"
         "assert 'site-packages' in rs.__file__, rs.__file__;"
         "repo = rs.RequestSpecRepository.from_topology(rs.load_topology());"
         "s = sample_spec(); repo.create(rs.api_context(), s);"

@@ -14,12 +14,8 @@ from conftest import run_sql
 from hypothesis import HealthCheck, given, settings
 from strategies import request_specs
 
-from reqspec_repo import codec
-from reqspec_repo import repository as repository_module
-from reqspec_repo.config import API, Settings
-from reqspec_repo.context import api_context, cell_context
-from reqspec_repo.demo import sample_spec
-from reqspec_repo.errors import (
+from reqspec_repo._cli.demo import sample_spec
+from reqspec_repo._errors import (
     BatchError,
     ConflictError,
     DocumentTooLargeError,
@@ -28,13 +24,17 @@ from reqspec_repo.errors import (
     SpecNotFoundError,
     SpecValidationError,
 )
-from reqspec_repo.model import (
+from reqspec_repo._spec import codec
+from reqspec_repo._spec.model import (
     Destination,
     InstanceGroupRef,
     SchedulerRetry,
     without_per_operation,
 )
-from reqspec_repo.repository import STREAM_CHUNK_ROWS, RequestSpecRepository
+from reqspec_repo._store import repository as repository_module
+from reqspec_repo._store.config import API, Settings
+from reqspec_repo._store.context import api_context, cell_context
+from reqspec_repo._store.repository import STREAM_CHUNK_ROWS, RequestSpecRepository
 
 
 def stored_doc(topology, database, instance_uuid):

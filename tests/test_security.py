@@ -16,23 +16,23 @@ from psycopg import conninfo
 from psycopg import errors as pg_errors
 from psycopg import sql as pg_sql
 
-from reqspec_repo import migrate
-from reqspec_repo.cli import main as cli_main
-from reqspec_repo.config import Settings, Topology
-from reqspec_repo.context import RequestContext, api_context, cell_context
-from reqspec_repo.demo import sample_spec
-from reqspec_repo.errors import (
+from reqspec_repo._cli.demo import sample_spec
+from reqspec_repo._cli.main import main as cli_main
+from reqspec_repo._errors import (
     ConfigError,
     DatabaseUnavailableError,
     ReqSpecError,
     SpecValidationError,
 )
-from reqspec_repo.locations import SpecStore
-from reqspec_repo.model import InstanceGroupRef
-from reqspec_repo.moves import move_specs
-from reqspec_repo.pools import Connections
-from reqspec_repo.recovery import recover, verify
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._moving.moves import move_specs
+from reqspec_repo._moving.recovery import recover, verify
+from reqspec_repo._spec.model import InstanceGroupRef
+from reqspec_repo._store import migrate
+from reqspec_repo._store.config import Settings, Topology
+from reqspec_repo._store.context import RequestContext, api_context, cell_context
+from reqspec_repo._store.locations import SpecStore
+from reqspec_repo._store.pools import Connections
+from reqspec_repo._store.repository import RequestSpecRepository
 
 PAYLOADS = [
     "'; DROP TABLE request_specs; --",

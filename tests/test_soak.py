@@ -13,10 +13,10 @@ import pytest
 from conftest import run_sql
 from soak_worker import run_worker
 
-from reqspec_repo.demo import sample_spec
-from reqspec_repo.locations import SpecStore
-from reqspec_repo.recovery import verify
-from reqspec_repo.repository import RequestSpecRepository
+from reqspec_repo._cli.demo import sample_spec
+from reqspec_repo._moving.recovery import verify
+from reqspec_repo._store.locations import SpecStore
+from reqspec_repo._store.repository import RequestSpecRepository
 
 
 def soak(topology, *, workers: int, seconds: float, max_ops: int, shared_count: int = 40) -> dict:

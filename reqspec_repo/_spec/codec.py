@@ -1,7 +1,7 @@
 """Encoding of RequestSpecs to JSON documents and back.
 
 The document is a JSON object holding the durable fields of
-:class:`~reqspec_repo.model.RequestSpec` (nested objects for flavor, image, limits...,
+:class:`~reqspec_repo.RequestSpec` (nested objects for flavor, image, limits...,
 arrays for tuples and sets, RFC 3339 strings for datetimes, sorted arrays for cpusets) plus
 ``"schema_version": SCHEMA_VERSION``. Per-operation fields never appear in it.
 
@@ -24,15 +24,15 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.preconf.orjson import OrjsonConverter, make_converter
 from cattrs.v import format_exception
 
-from reqspec_repo import model
-from reqspec_repo.errors import (
+from .._errors import (
     DocumentTooLargeError,
     SpecDecodeError,
     SpecEncodeError,
     SpecValidationError,
 )
-from reqspec_repo.model import PER_OPERATION_FIELDS, RequestSpec
-from reqspec_repo.upgrades import SCHEMA_VERSION, VERSION_KEY, document_version, upgrade
+from .._spec import model
+from .._spec.model import PER_OPERATION_FIELDS, RequestSpec
+from .._spec.upgrades import SCHEMA_VERSION, VERSION_KEY, document_version, upgrade
 
 __all__ = [
     "CONVERTER",
@@ -463,7 +463,7 @@ def _generate_fast_paths() -> tuple[Callable[[dict[str, Any]], RequestSpec], Cal
         ]
         write.append("    }")
         source.extend(["\n".join(read), "\n".join(write)])
-    exec(compile("\n\n".join(source), "<reqspec_repo.codec fast paths>", "exec"), namespace)
+    exec(compile("\n\n".join(source), "<reqspec_repo codec fast paths>", "exec"), namespace)
     return namespace["_read_RequestSpec"], namespace["_write_RequestSpec"]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = _PACKAGE.parent  # this module lives in reqspec_repo/_store/
 _SOURCE_ROOT = _PACKAGE.parent
 
 

@@ -17,11 +17,11 @@ from yoyo import read_migrations
 from yoyo.backends import DatabaseBackend, get_backend_class
 from yoyo.connections import DatabaseURI
 
-from .config import Database, Topology
-from .dsn import mask_text, password_of
-from .errors import ReqSpecError, SchemaError
-from .queries import query
-from .resources import migrations_dir
+from .._errors import ReqSpecError, SchemaError
+from .._store.config import Database, Topology
+from .._store.dsn import mask_text, password_of
+from .._store.queries import query
+from .._store.resources import migrations_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The instance lifecycle on top of the store: boot, scheduling, moves, rebuild, delete.
 
-A thin layer over :class:`~reqspec_repo.locations.SpecStore` (where a spec lives) and
-:func:`~reqspec_repo.moves.move_specs` (moving it between databases). Each step of an
+A thin layer over :class:`~reqspec_repo.SpecStore` (where a spec lives) and
+:func:`~reqspec_repo.move_specs` (moving it between databases). Each step of an
 instance's life is one method of :class:`Lifecycle`:
 
 =================  ===================================================================
@@ -51,10 +51,9 @@ from typing import Any, Protocol
 
 import attrs
 
-from .config import API
-from .errors import ConflictError, ReqSpecError
-from .locations import Location, SpecStore
-from .model import (
+from .._errors import ConflictError, ReqSpecError
+from .._moving.moves import MoveResult, move_specs
+from .._spec.model import (
     PER_OPERATION_FIELDS,
     Destination,
     Flavor,
@@ -65,8 +64,9 @@ from .model import (
     durable_fields,
     without_per_operation,
 )
-from .moves import MoveResult, move_specs
-from .repository import StoredSpec, normalize_uuid
+from .._store.config import API
+from .._store.locations import Location, SpecStore
+from .._store.repository import StoredSpec, normalize_uuid
 
 __all__ = [
     "GroupLookup",

@@ -21,11 +21,7 @@ import attrs
 import psycopg
 from psycopg import errors as pg_errors
 
-from . import codec
-from .config import Database, Topology
-from .context import RequestContext
-from .documents import as_jsonb
-from .errors import (
+from .._errors import (
     BatchError,
     ConflictError,
     ReqSpecError,
@@ -36,9 +32,13 @@ from .errors import (
     SpecNotFoundError,
     SpecValidationError,
 )
-from .model import RequestSpec
-from .pools import Connections, GuardedConnection, translated_errors
-from .queries import query
+from .._spec import codec
+from .._spec.model import RequestSpec
+from .._store.config import Database, Topology
+from .._store.context import RequestContext
+from .._store.documents import as_jsonb
+from .._store.pools import Connections, GuardedConnection, translated_errors
+from .._store.queries import query
 
 log = logging.getLogger(__name__)
 

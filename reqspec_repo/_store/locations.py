@@ -3,7 +3,7 @@
 :class:`SpecStore` wraps a :class:`RequestSpecRepository`. It creates a spec together
 with its location record (one transaction in the API database), reads a spec by instance
 uuid alone (location first, then the right database), and deletes a spec wherever it is.
-Moves between databases are in :mod:`reqspec_repo.moves`.
+Moves between databases are in :mod:`reqspec_repo._moving.moves`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Iterable, Sequence
 import attrs
 import psycopg
 
-from . import codec
-from .config import API
-from .context import RequestContext
-from .errors import LocationNotFoundError, SpecNotFoundError
-from .model import RequestSpec
-from .queries import query
-from .repository import RequestSpecRepository, StoredSpec, normalize_uuid
+from .._errors import LocationNotFoundError, SpecNotFoundError
+from .._spec import codec
+from .._spec.model import RequestSpec
+from .._store.config import API
+from .._store.context import RequestContext
+from .._store.queries import query
+from .._store.repository import RequestSpecRepository, StoredSpec, normalize_uuid
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -14,13 +14,13 @@ from collections.abc import Callable
 
 import attrs
 
-from .config import Topology
-from .lifecycle import InstanceGroup, Lifecycle, PreparedMove
-from .locations import SpecStore
-from .migrate import migrate_topology
-from .model import Flavor, ImageMeta, InstanceGroupRef, RequestSpec
-from .recovery import verify
-from .repository import RequestSpecRepository
+from .._moving.recovery import verify
+from .._nova.lifecycle import InstanceGroup, Lifecycle, PreparedMove
+from .._spec.model import Flavor, ImageMeta, InstanceGroupRef, RequestSpec
+from .._store.config import Topology
+from .._store.locations import SpecStore
+from .._store.migrate import migrate_topology
+from .._store.repository import RequestSpecRepository
 
 Out = Callable[[str], None]
 
@@ -69,7 +69,7 @@ def sample_spec(instance_uuid: str | None = None, *, num_instances: int = 1) -> 
 def _cells(topology: Topology) -> tuple[str, str]:
     cells = sorted(topology.cells)
     if len(cells) < 2:
-        from .errors import ConfigError
+        from .._errors import ConfigError
 
         raise ConfigError(f"the demo needs two cells (configured: {', '.join(cells) or 'none'})")
     return cells[0], cells[1]

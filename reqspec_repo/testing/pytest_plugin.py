@@ -1,13 +1,13 @@
 """The project's pytest plugin: PostgreSQL servers and throwaway databases for tests.
 
-Register it in ``tests/conftest.py`` with ``pytest_plugins = ["reqspec_repo.pytest_plugin"]``.
+Register it in ``tests/conftest.py`` with ``pytest_plugins = ["reqspec_repo.testing.pytest_plugin"]``.
 
 Fixtures
 --------
 ``pg_server`` (session)
     A :class:`ServerHandle`, chosen in this order: the server of ``$REQSPEC_TEST_DSN`` (an admin
     DSN of an existing server) -> a testcontainers ``PostgresContainer`` when a Docker engine
-    answers -> an embedded :class:`~reqspec_repo.embedded.LocalServer` in a temp dir.
+    answers -> an embedded :class:`~reqspec_repo._embedded.server.LocalServer` in a temp dir.
     ``REQSPEC_TEST_BACKEND=env|testcontainers|embedded`` forces one. When none works the run is
     stopped with a message saying how to provide a server; it is never skipped.
 ``pg_server_b`` (session)
@@ -46,7 +46,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 from psycopg import conninfo
 
-from reqspec_repo.embedded import (
+from .._embedded.server import (
     LocalServer,
     LocalServerError,
     create_database,
@@ -361,7 +361,7 @@ def _fail_run(message: str) -> NoReturn:
 def _start_env(dsn: str) -> ServerHandle:
     import psycopg
 
-    from reqspec_repo.queries import query
+    from .._store.queries import query
 
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import attrs
 
-from .resources import sql_dir
+from .._store.resources import sql_dir
 
 Cardinality = Literal["one", "many", "scalar", "exec"]
 

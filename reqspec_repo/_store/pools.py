@@ -19,15 +19,15 @@ from psycopg import errors as pg_errors
 from psycopg.abc import PQGen
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .config import Database, Topology
-from .documents import register_document_types
-from .dsn import mask_text, password_of
-from .errors import (
+from .._errors import (
     DatabaseUnavailableError,
     ReadOnlyDatabaseError,
     ReqSpecError,
     SchemaError,
 )
+from .._store.config import Database, Topology
+from .._store.documents import register_document_types
+from .._store.dsn import mask_text, password_of
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

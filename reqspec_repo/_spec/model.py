@@ -6,11 +6,11 @@ tuples and sets are frozensets. Mappings (``extra_specs``, ``scheduler_hints``, 
 ``Mapping`` and callers must not mutate them after building a spec.
 
 Values are validated when an object is built (including by the codec while decoding and
-by :func:`attrs.evolve`); a violation raises :class:`~reqspec_repo.errors.SpecValidationError`
+by :func:`attrs.evolve`); a violation raises :class:`~reqspec_repo.SpecValidationError`
 whose ``field`` names the field path, e.g. ``"flavor.vcpus"`` or ``"pci_requests[].count"``
 (``[]`` stands for "an element of").
 
-The durable fields of :class:`RequestSpec` are persisted by :mod:`reqspec_repo.codec`. The
+The durable fields of :class:`RequestSpec` are persisted by :mod:`reqspec_repo._spec.codec`. The
 per-operation fields (:data:`PER_OPERATION_FIELDS`) are only carried in memory for one
 scheduling operation and are never persisted; :func:`without_per_operation` resets them.
 """
@@ -26,7 +26,7 @@ from typing import Any, Final, TypeAlias
 
 import attrs
 
-from reqspec_repo.errors import SpecValidationError
+from .._errors import SpecValidationError
 
 __all__ = [
     "PER_OPERATION_FIELDS",

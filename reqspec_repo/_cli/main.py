@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import config as config_mod
-from .config import Topology
-from .errors import ReqSpecError
+from .._errors import ReqSpecError
+from .._store import config as config_mod
+from .._store.config import Topology
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -58,7 +58,7 @@ def resolve_topology(args: argparse.Namespace) -> Topology:
         return config_mod.load_topology(args.config)
     if config_mod.is_configured():
         return config_mod.load_topology()
-    from .embedded import embedded_default
+    from .._embedded.server import embedded_default
 
     embedded = embedded_default(Path.cwd())
     print(
@@ -69,7 +69,7 @@ def resolve_topology(args: argparse.Namespace) -> Topology:
     topology = Topology.from_dsns(embedded.api_dsn, embedded.cells)
     if args.command not in ("migrate", "demo"):  # those two migrate and say so
         # Our own throwaway server: keep its schema current so every command just works.
-        from .migrate import migrate_topology
+        from .._store.migrate import migrate_topology
 
         migrate_topology(topology)
     return topology
@@ -83,7 +83,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, topology: Topology) -> int:
-    from .migrate import MigrationResult, migrate_topology
+    from .._store.migrate import MigrationResult, migrate_topology
 
     results: list[MigrationResult] = []
 
@@ -102,11 +102,11 @@ def cmd_migrate(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_show(args: argparse.Namespace, topology: Topology) -> int:
-    from .codec import to_document
-    from .context import RequestContext
-    from .errors import LocationNotFoundError, SpecNotFoundError
-    from .locations import Location, SpecStore
-    from .repository import RequestSpecRepository, StoredSpec
+    from .._errors import LocationNotFoundError, SpecNotFoundError
+    from .._spec.codec import to_document
+    from .._store.context import RequestContext
+    from .._store.locations import Location, SpecStore
+    from .._store.repository import RequestSpecRepository, StoredSpec
 
     location: Location | None = None
     with RequestSpecRepository.from_topology(topology) as repo:
@@ -163,10 +163,10 @@ def cmd_show(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_list(args: argparse.Namespace, topology: Topology) -> int:
-    from .codec import decode
-    from .errors import SpecDecodeError
-    from .pools import Connections
-    from .queries import query
+    from .._errors import SpecDecodeError
+    from .._spec.codec import decode
+    from .._store.pools import Connections
+    from .._store.queries import query
 
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -206,7 +206,7 @@ def cmd_list(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_import_nova(args: argparse.Namespace, topology: Topology) -> int:
-    from .nova_import import import_file
+    from .._nova.importing import import_file
 
     if not args.file.is_file():
         raise UsageError(f"no such file: {args.file}")
@@ -228,14 +228,14 @@ def cmd_import_nova(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, topology: Topology) -> int:
-    from .demo import run_demo
+    from .._cli.demo import run_demo
 
     run_demo(topology, out=print)
     return EXIT_OK
 
 
 def cmd_server(args: argparse.Namespace, topology: Topology | None) -> int:
-    from .embedded import LocalServer, stop_embedded_default
+    from .._embedded.server import LocalServer, stop_embedded_default
 
     if args.action == "stop":
         stop_embedded_default(Path.cwd())
@@ -250,8 +250,8 @@ def cmd_server(args: argparse.Namespace, topology: Topology | None) -> int:
 @contextlib.contextmanager
 def _store(topology: Topology) -> Iterator[Any]:
     """A location-aware store over the topology, closed when the command is done."""
-    from .locations import SpecStore
-    from .repository import RequestSpecRepository
+    from .._store.locations import SpecStore
+    from .._store.repository import RequestSpecRepository
 
     with RequestSpecRepository.from_topology(topology) as repo:
         yield SpecStore(repo)
@@ -279,12 +279,12 @@ class _Progress:
 
 
 def cmd_move(args: argparse.Namespace, topology: Topology) -> int:
-    from .moves import move_specs
+    from .._moving.moves import move_specs
 
     with _store(topology) as store:
         uuids: list[str] = list(args.instance_uuids)
         if args.source:
-            from .context import RequestContext
+            from .._store.context import RequestContext
 
             uuids += [s.instance_uuid for s in store.repo.iterate(RequestContext(args.source))]
         if not uuids:
@@ -306,7 +306,7 @@ def cmd_move(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_recover(args: argparse.Namespace, topology: Topology) -> int:
-    from .recovery import recover
+    from .._moving.recovery import recover
 
     with _store(topology) as store:
         report = recover(store)
@@ -319,7 +319,7 @@ def cmd_recover(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, topology: Topology) -> int:
-    from .recovery import verify
+    from .._moving.recovery import verify
 
     with _store(topology) as store:
         report = verify(store)
@@ -463,7 +463,7 @@ _EXTENSIONS: list[Callable[[Any, Callable[..., argparse.ArgumentParser]], None]]
 
 
 def _one_line(exc: BaseException, topology: Topology | None) -> str:
-    from .dsn import mask_text, password_of
+    from .._store.dsn import mask_text, password_of
 
     text = " ".join(str(exc).split()) or type(exc).__name__
     secrets = [password_of(db.dsn) for db in topology.all_databases()] if topology else []

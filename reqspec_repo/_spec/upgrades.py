@@ -4,7 +4,7 @@ A document carries ``"schema_version": N``. An upgrade step turns a version-N do
 dict into a version N+1 one; :func:`upgrade` applies the registered steps in order up to
 :data:`SCHEMA_VERSION`. Steps must not mutate their input (they return a new dict; a
 shallow copy plus replaced values is enough). A document newer than this code, or one for
-which a step is missing, raises :class:`~reqspec_repo.errors.SpecDecodeError`.
+which a step is missing, raises :class:`~reqspec_repo.SpecDecodeError`.
 
 History:
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias
 
-from reqspec_repo.errors import SpecDecodeError
+from .._errors import SpecDecodeError
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -9,7 +9,7 @@ envelopes ``{"nova_object.name", "nova_object.namespace", "nova_object.version",
 InstancePCIRequests with InstancePCIRequest, SchedulerLimits, InstanceGroup,
 SecurityGroupList with SecurityGroup...).
 
-Mapping to :class:`~reqspec_repo.model.RequestSpec`:
+Mapping to :class:`~reqspec_repo.RequestSpec`:
 
 * the durable fields map one to one; Nova fields the model does not keep are dropped
   (flavor ``id``/``disabled``/``projects``/timestamps, image ``visibility``/``tags``/...,
@@ -43,11 +43,9 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from . import codec
-from .config import API
-from .errors import BatchError, ReqSpecError, SpecExistsError
-from .locations import SpecStore
-from .model import (
+from .._errors import BatchError, ReqSpecError, SpecExistsError
+from .._spec import codec
+from .._spec.model import (
     Flavor,
     ImageMeta,
     InstanceGroupRef,
@@ -58,6 +56,8 @@ from .model import (
     RequestSpec,
     canonical_uuid,
 )
+from .._store.config import API
+from .._store.locations import SpecStore
 
 __all__ = [
     "ImportReport",

@@ -17,7 +17,7 @@ Steps 1-3 commit durably. The cleanup commits without waiting for the WAL flush:
 server crash loses it, the durable state after step 3 tells recover() to redo it.
 Every step is one statement per database for the whole chunk (``chunk_size``), so a
 batch costs a bounded number of round trips, not one per spec. A crash anywhere leaves
-states that :func:`reqspec_repo.recovery.recover` finishes (after the commit point) or
+states that :func:`reqspec_repo.recover` finishes (after the commit point) or
 rolls back (before it).
 """
 
@@ -31,19 +31,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import attrs
 import psycopg
 
-from .config import API
-from .documents import as_jsonb
-from .errors import (
+from .._errors import (
     LocationNotFoundError,
     MoveError,
     MoveInProgressError,
     ReqSpecError,
     SpecNotFoundError,
 )
-from .failpoints import failpoint
-from .locations import SpecStore
-from .queries import query
-from .repository import normalize_uuid
+from .._store.config import API
+from .._store.documents import as_jsonb
+from .._store.locations import SpecStore
+from .._store.queries import query
+from .._store.repository import normalize_uuid
+from ..testing.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 

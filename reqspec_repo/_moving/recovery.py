@@ -29,10 +29,10 @@ from typing import Any
 import attrs
 import psycopg
 
-from .config import API
-from .errors import ReqSpecError
-from .locations import Location, SpecStore
-from .queries import query
+from .._errors import ReqSpecError
+from .._store.config import API
+from .._store.locations import Location, SpecStore
+from .._store.queries import query
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

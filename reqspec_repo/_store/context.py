@@ -11,7 +11,7 @@ import uuid
 
 import attrs
 
-from .config import API
+from .._store.config import API
 
 
 @attrs.frozen

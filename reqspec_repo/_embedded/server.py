@@ -47,8 +47,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from reqspec_repo.errors import ReqSpecError
-from reqspec_repo.queries import query
+from .._errors import ReqSpecError
+from .._store.queries import query
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -705,7 +705,7 @@ class LocalServer:
                 f"initdb of {self.pgdata} failed (exit {result.returncode}):\n{result.stdout}"
             )
         with (self.pgdata / "postgresql.conf").open("a") as fh:
-            fh.write("\n# settings managed by reqspec_repo.embedded\n" + _INCLUDE_LINE)
+            fh.write("\n# settings managed by reqspec_repo._embedded\n" + _INCLUDE_LINE)
 
     def _write_conf(self, port: int) -> None:
         values = {
@@ -714,7 +714,7 @@ class LocalServer:
             "port": str(port),
             "unix_socket_directories": str(self.socket_dir),
         }
-        text = "# written by reqspec_repo.embedded at each start; edits are lost\n" + "".join(
+        text = "# written by reqspec_repo._embedded at each start; edits are lost\n" + "".join(
             f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n" for key, value in values.items()
         )
         path = self.pgdata / "reqspec.conf"

@@ -6,7 +6,7 @@ import re
 
 from psycopg import conninfo
 
-from .errors import ConfigError
+from .._errors import ConfigError
 
 MASK = "***"
 _URI_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?=@)", re.I)
