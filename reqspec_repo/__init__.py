@@ -12,7 +12,8 @@ Typical use::
     with rs.RequestSpecRepository.from_topology(topology) as repo:
         store = rs.SpecStore(repo)                    # location-aware, by uuid alone
         store.create(spec)                            # the API database, before scheduling
-        rs.move_specs(store, [spec.instance_uuid], to="cell1")
+        rs.move_specs(store, [spec.instance_uuid], "cell1")
+        rs.move_database(store, "cell1", "cell2")      # a whole cell, streamed
 """
 
 from ._errors import (
@@ -34,7 +35,7 @@ from ._errors import (
     SpecNotFoundError,
     SpecValidationError,
 )
-from ._moving.moves import MoveResult, move_specs
+from ._moving.moves import MoveResult, MoveSummary, move_database, move_specs
 from ._moving.recovery import Problem, RecoveryReport, VerifyReport, recover, verify
 from ._nova.importing import ImportReport, NovaImportError, RowResult, import_file, import_rows
 from ._nova.lifecycle import (
@@ -81,7 +82,8 @@ __all__ = [
     # the store: one database at a time, or by uuid alone through locations
     "Location", "RequestSpecRepository", "SpecBatch", "SpecStore", "StoredSpec", "UnitOfWork",
     # moving between databases
-    "MoveResult", "Problem", "RecoveryReport", "VerifyReport", "move_specs", "recover", "verify",
+    "MoveResult", "MoveSummary", "Problem", "RecoveryReport", "VerifyReport", "move_database",
+    "move_specs", "recover", "verify",
     # Nova: the lifecycle of an instance, import of Nova's rows
     "ImportReport", "InstanceGroup", "Lifecycle", "LifecycleError", "MoveFailedError",
     "NovaImportError", "Operation", "PreparedMove", "RowResult", "import_file", "import_rows",

@@ -76,6 +76,15 @@ WHERE id > %(after_id)s AND move_state <> 'incoming'
 ORDER BY id
 LIMIT %(limit)s;
 
+-- name: list_instance_uuids_after :many
+-- Keyset page of instance uuids (no documents, nothing decoded) for a whole-database
+-- move; rows of moves in progress are included so that they are reported, not skipped.
+SELECT instance_uuid
+FROM request_specs
+WHERE instance_uuid > %(after)s::uuid AND move_state <> 'incoming'
+ORDER BY instance_uuid
+LIMIT %(limit)s;
+
 -- ---- moves between databases (see docs/devref.md, "Moves") -------------------------
 
 -- name: seal_outgoing :many

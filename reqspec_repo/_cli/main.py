@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -250,37 +251,59 @@ def _store(topology: Topology) -> Iterator[Any]:
 
 
 class _Progress:
-    """A progress bar on a terminal; nothing otherwise (a summary line follows anyway)."""
+    """A progress bar with rate and time left on a terminal; nothing otherwise (a summary
+    line follows anyway). Redrawn at most 10 times a second."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
         self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.drawn = 0.0
 
     def __call__(self, n: int) -> None:
         self.done += n
-        if self.tty and self.total:
+        now = time.monotonic()
+        if self.tty and self.total and (now - self.drawn >= 0.1 or self.done >= self.total):
+            self.drawn = now
             width = 30
-            filled = int(width * self.done / self.total)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+            filled = min(width, int(width * self.done / self.total))
+            rate = self.done / max(now - self.started, 1e-6)
+            left = max(self.total - self.done, 0) / rate if rate else 0.0
+            sys.stderr.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+                f"  {rate:,.0f}/s  {_duration(left)} left "
+            )
             sys.stderr.flush()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
     def close(self) -> None:
         if self.tty and self.total:
             sys.stderr.write("\n")
 
 
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def cmd_move(args: argparse.Namespace, topology: Topology) -> int:
+    if args.source and args.instance_uuids:
+        raise UsageError("give instance uuids or --from DATABASE, not both")
+    if not args.source and not args.instance_uuids:
+        raise UsageError("nothing to move: give instance uuids or --from DATABASE")
+    if args.chunk_size < 1:
+        raise UsageError("--chunk-size must be at least 1")
+    if args.source:
+        return _move_database(args, topology)
     from .._moving.moves import move_specs
 
     with _store(topology) as store:
         uuids: list[str] = list(args.instance_uuids)
-        if args.source:
-            from .._store.context import RequestContext
-
-            uuids += [s.instance_uuid for s in store.repo.iterate(RequestContext(args.source))]
-        if not uuids:
-            raise UsageError("nothing to move: give instance uuids or --from DATABASE")
         progress = _Progress(len(uuids))
         try:
             result = move_specs(store, uuids, args.to, progress=progress, chunk_size=args.chunk_size)
@@ -295,6 +318,35 @@ def cmd_move(args: argparse.Namespace, topology: Topology) -> int:
             print(f"failed {key}: {error}", file=sys.stderr)
         print(f"moved {len(result.moved)} spec(s) to {args.to!r}, {len(result.failed)} failed")
     return EXIT_OK if result.ok else EXIT_PROBLEM
+
+
+def _move_database(args: argparse.Namespace, topology: Topology) -> int:
+    """``move --from S``: every spec of S, streamed in keyset pages (bounded memory)."""
+    from .._moving.moves import move_database
+
+    with _store(topology) as store:
+        topology.database(args.to)  # an unknown target fails before counting anything
+        progress = _Progress(store.count_in(args.source))
+        try:
+            summary = move_database(store, args.source, args.to, progress=progress, chunk_size=args.chunk_size)
+        finally:
+            progress.close()
+    seconds = progress.elapsed
+    rate = summary.moved / seconds if seconds > 0 else 0.0
+    if args.json:
+        _print_json({
+            "source": summary.source, "target": summary.target, "moved": summary.moved,
+            "failed": {k: str(v) for k, v in summary.failed.items()},
+            "seconds": round(seconds, 3), "specs_per_second": round(rate, 1),
+        })
+    else:
+        for key, error in sorted(summary.failed.items()):
+            print(f"failed {key}: {error}", file=sys.stderr)
+        print(
+            f"moved {summary.moved} spec(s) from {args.source!r} to {args.to!r}, "
+            f"{len(summary.failed)} failed ({_duration(seconds)}, {rate:,.0f}/s)"
+        )
+    return EXIT_OK if summary.ok else EXIT_PROBLEM
 
 
 def cmd_recover(args: argparse.Namespace, topology: Topology) -> int:
@@ -427,7 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("instance_uuids", nargs="*", metavar="UUID")
     p.add_argument("--to", required=True, help="target database: 'api' or a cell name")
-    p.add_argument("--from", dest="source", help="move every spec stored in this database")
+    p.add_argument("--from", dest="source",
+                   help="move every spec stored in this database (streamed: bounded memory; "
+                   "specs that cannot move are listed and the exit code is 1)")
     p.add_argument("--chunk-size", type=int, default=500, help="specs per batch (default 500)")
 
     add("recover", cmd_recover, "finish or roll back interrupted moves", "reqspec recover")

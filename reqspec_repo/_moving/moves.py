@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid as uuid_mod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -68,6 +68,22 @@ Progress = Callable[[int], None]
 
 
 @attrs.frozen
+class MoveSummary:
+    """What a streamed move of many pages did: how many specs reached the target (or were
+    there already) and, for each that did not, why; those stayed where they were. Moved
+    uuids are counted, not kept, so memory does not grow with the number of specs."""
+
+    source: str | None
+    target: str
+    moved: int
+    failed: dict[str, ReqSpecError]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@attrs.frozen
 class MoveResult:
     """What a move did: ``moved`` reached the target (or were there already), ``failed``
     maps each instance that did not move to the reason; those stayed where they were."""
@@ -96,8 +112,12 @@ class Mover:
         target: str,
         *,
         progress: Progress | None = None,
+        source: str | None = None,
     ) -> MoveResult:
-        """Move every given instance's spec to ``target`` (``"api"`` or a cell name)."""
+        """Move every given instance's spec to ``target`` (``"api"`` or a cell name).
+
+        With ``source``, only specs located there move; one located elsewhere is reported
+        (its row in ``source`` is a stray copy that verify() reports)."""
         self.topology.database(target)  # unknown target: ConfigError before anything
         keys = list(dict.fromkeys(normalize_uuid(u) for u in instance_uuids))
         moved: list[str] = []
@@ -114,6 +134,10 @@ class Mover:
                     failed[key] = LocationNotFoundError(key)
                 elif loc.move_id is not None:
                     failed[key] = MoveInProgressError(key)
+                elif source is not None and loc.database != source:
+                    failed[key] = MoveError(key, f"stored in {source!r} but located in {loc.database!r} (run verify)")
+                    if progress:
+                        progress(1)
                 elif loc.database == target:
                     moved.append(key)  # already there: nothing to do
                     if progress:
@@ -135,6 +159,26 @@ class Mover:
         for key in todo:
             failed[key] = MoveInProgressError(key)
         return MoveResult(target, moved, failed)
+
+    def move_pages(
+        self,
+        pages: Iterable[Sequence[str]],
+        target: str,
+        *,
+        progress: Progress | None = None,
+        source: str | None = None,
+    ) -> MoveSummary:
+        """Move the specs of each page in turn (each page in chunks of ``chunk_size``);
+        memory is bounded by one page whatever the number of pages. ``source`` as in
+        :meth:`move`."""
+        self.topology.database(target)
+        moved = 0
+        failed: dict[str, ReqSpecError] = {}
+        for page in pages:
+            result = self.move(page, target, progress=progress, source=source)
+            moved += len(result.moved)
+            failed.update(result.failed)
+        return MoveSummary(source, target, moved, failed)
 
     # -- one chunk, one source ------------------------------------------------------------
 
@@ -265,3 +309,21 @@ def move_specs(
 ) -> MoveResult:
     """Move specs to ``target``; see :class:`Mover`."""
     return Mover(store, chunk_size=chunk_size).move(instance_uuids, target, progress=progress)
+
+
+def move_database(
+    store: SpecStore,
+    source: str,
+    target: str,
+    *,
+    progress: Progress | None = None,
+    chunk_size: int = 500,
+    page_size: int = 5000,
+) -> MoveSummary:
+    """Move every spec stored in ``source`` to ``target``: uuids are read in keyset pages
+    (nothing decoded, so a spec that cannot be decoded moves like any other: a move copies
+    documents) and each page is moved chunk by chunk. Specs that cannot move (a move in
+    progress, no location record, located elsewhere) are in ``failed``."""
+    store.topology.database(source)
+    pages = store.instance_uuid_pages(source, page_size=page_size)
+    return Mover(store, chunk_size=chunk_size).move_pages(pages, target, progress=progress, source=source)

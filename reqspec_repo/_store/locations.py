@@ -9,7 +9,7 @@ Moves between databases are in :mod:`reqspec_repo._moving.moves`.
 from __future__ import annotations
 
 import uuid as uuid_mod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -49,6 +49,10 @@ _INSERT_LOCATIONS = query("spec_locations", "insert_locations")
 _DELETE_LOCATION = query("spec_locations", "delete_location")
 _GET_COMMITTED = query("request_specs", "get_committed_by_instance_uuid")
 _DELETE_ANY_ROW = query("request_specs", "delete_any_row")
+_UUIDS_AFTER = query("request_specs", "list_instance_uuids_after")
+_COUNT_SPECS = query("request_specs", "count_specs")
+#: Below every uuid: where a keyset walk over a table starts.
+_BEFORE_ALL = "00000000-0000-0000-0000-000000000000"
 
 
 def lock_instance(conn: Conn, instance_uuid: str) -> None:
@@ -105,6 +109,30 @@ class SpecStore:
         with self.repo.connections.connection(API) as conn:
             rows = _GET_LOCATIONS.many(conn, {"instance_uuids": keys}, row=_LOCATION)
         return {loc.instance_uuid: loc for loc in rows}
+
+    def instance_uuid_pages(self, database: str, *, page_size: int = 5000) -> Iterator[list[str]]:
+        """The instance uuids stored in ``database`` (any state but a move's hidden copy),
+        in uuid order, ``page_size`` at a time: one short keyset query per page, nothing
+        decoded, no connection held between pages, so a caller may move each page away
+        before asking for the next. Rows written meanwhile below the last page are not seen."""
+        name = self.topology.database(database).name
+        after = _BEFORE_ALL
+        while True:
+            with self.repo.connections.connection(name) as conn:
+                rows = _UUIDS_AFTER.many(conn, {"after": after, "limit": page_size})
+            if not rows:
+                return
+            page = [str(r.instance_uuid) for r in rows]
+            yield page
+            if len(page) < page_size:
+                return
+            after = page[-1]
+
+    def count_in(self, database: str) -> int:
+        """Specs stored in ``database`` (readable ones: live or sealed by a move)."""
+        name = self.topology.database(database).name
+        with self.repo.connections.connection(name) as conn:
+            return int(_COUNT_SPECS.scalar(conn) or 0)
 
     def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         """The spec of an instance, wherever it lives. During a move the spec stays
