@@ -8,8 +8,10 @@ Each row reports the median and the interquartile range (p25-p75) of its samples
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
+import json
 import os
 import platform
 import random
@@ -21,6 +23,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from time import thread_time
 from typing import Any
 
@@ -29,6 +32,9 @@ import psycopg
 
 from bench import msgspec_model
 from bench.contenders import Orm, Raw
+from bench.mixed import Outcome, run_in_process
+from bench.plot import plot_rows
+from bench.seeding import copy_locations, copy_specs
 from bench.servers import FULL_RUN_SHARED_BUFFERS, Server, servers
 from bench.workload import make_specs
 from reqspec_repo._spec import codec
@@ -50,7 +56,15 @@ ROWS = (
     "get latency 1k vs large table",
     "iterate peak RSS",
     "batch move API -> cell (other server)",
+    "mixed 70/20/10 get/save/create, 16 threads",
+    "mixed 70/20/10 get/save/create, 4 processes x 8 threads",
+    "whole-database move API -> cell",
+    "recover, nothing in flight",
+    "recover, 1,000 interrupted moves",
+    "verify throughput",
 )
+#: Rows measured only in the full run when ``--quick`` (sizes scaled down there).
+SCALE_ROWS = ROWS[12:]
 
 
 @dataclass(frozen=True)
@@ -66,10 +80,18 @@ class Sizes:
     latency_samples: int
     move: int
     move_rounds: int
+    mixed_seconds: float
+    mixed_rounds: int
+    whole_move: int
+    interrupted: int  # interrupted moves planted for the recover row
+    recover_rounds: int
+    verify_rounds: int
 
 
-QUICK = Sizes(10, 6, 1000, 3, 500, 5, 1000, 5000, 200, 200, 2)
-FULL = Sizes(28, 48, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3)
+QUICK = Sizes(10, 6, 1000, 3, 500, 5, 1000, 5000, 200, 200, 2, 1.0, 1, 2000, 100, 2, 1)
+FULL = Sizes(28, 48, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3, 5.0, 3, 100_000, 1000, 5, 2)
+#: Connections per pool (per process) of both contenders in the mixed rows.
+MIXED_POOL = 8
 
 
 @dataclass
@@ -97,6 +119,7 @@ class Target:
     limit: float
     kind: str  # "<=", ">=" or "<"
     detail: str = ""
+    unit: str = "x"  # how the measured figure reads: "x" (a ratio), "MB", "s", "rows/s", "errors"
 
     @property
     def met(self) -> bool | None:
@@ -126,10 +149,15 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value:,.0f}/s"
     if unit == "MB":
         return f"{value:,.1f} MB"
+    if unit in ("ops/s", "rows/s"):
+        return f"{value:,.0f}/s"
+    if unit == "s":
+        return f"{value:,.3f} s"
     return f"{value:.3g} {unit}"
 
 
 CONTENDERS = ("raw", "orm", "repo")
+MIXED_CONTENDERS = ("raw", "repo")
 
 
 def _ordered(names: Sequence[str], round_no: int) -> list[str]:
@@ -154,10 +182,8 @@ class Bench:
         self.quick = quick
         self.out = out
         # Started now, while this process is small: ru_maxrss is inherited across fork/exec.
-        self.rss_child: subprocess.Popen[str] | None = subprocess.Popen(
-            [sys.executable, "-m", "bench.rss"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        )
+        self.rss_child: subprocess.Popen[str] | None = _rss_child()
+        self.mover_child: subprocess.Popen[str] | None = _rss_child()
         self.rng = random.Random(7)
         self.base = make_specs(500)
         self.rows: list[Row] = []
@@ -294,23 +320,7 @@ class Bench:
 
     def load_by_copy(self, dsn: str, count: int) -> list[str]:
         """COPY ``count`` rows (templates re-keyed by text substitution); return the uuids."""
-        templates = [codec.encode(x) for x in self.base]
-        rng = random.Random(count)
-        keys: list[str] = []
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            with conn.cursor() as cur:
-                with cur.copy(b"COPY request_specs (instance_uuid, spec, schema_version) FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(["uuid", "jsonb", "int4"])
-                    for i in range(count):
-                        src = self.base[i % len(self.base)]
-                        new = uuid.UUID(int=rng.getrandbits(128), version=4)
-                        text = str(new)
-                        doc = templates[i % len(templates)].replace(src.instance_uuid.encode(), text.encode(), 1)
-                        cp.write_row((new, as_jsonb(doc), codec.SCHEMA_VERSION))
-                        keys.append(text)
-            conn.execute(b"VACUUM ANALYZE request_specs")
-            conn.execute(b"CHECKPOINT")  # no checkpoint of the load during the measurements
-        return keys
+        return copy_specs(dsn, self.base, count, seed=count)
 
     def warm(self, conn: psycopg.Connection[Any]) -> str:
         """Read the table, its TOAST table and its uuid index into shared buffers, through
@@ -339,7 +349,7 @@ class Bench:
         assert row is not None
         return f"table with indexes {row[0]}, shared_buffers {row[1]}"
 
-    def large_table(self, api: Server) -> str:
+    def large_table(self, api: Server) -> tuple[str, list[str]]:
         s = self.sizes
         small_dsn, big_dsn = api.database("small"), api.database("big")
         # One connection per database, so that the warmed connection is the measured one.
@@ -371,13 +381,13 @@ class Bench:
         small, big = row.samples.values()
         self.targets.append(Target(f"get p50 at {s.big_table:,} rows <= 1.2x p50 at {s.small_table:,}",
                                    statistics.median(big) / statistics.median(small), 1.2, "<="))
-        return big_dsn
+        return big_dsn, big_keys
 
     def iterate_rss(self, dsn: str) -> None:
         s = self.sizes
         t0 = time.perf_counter()
         assert self.rss_child is not None and self.rss_child.stdin is not None
-        stdout, stderr = self.rss_child.communicate(dsn + "\n", timeout=3600)
+        stdout, stderr = self.rss_child.communicate(json.dumps(["iterate", dsn]) + "\n", timeout=3600)
         if self.rss_child.returncode != 0:
             raise RuntimeError(f"bench.rss failed: {stderr[-2000:]}")
         elapsed = time.perf_counter() - t0
@@ -390,7 +400,7 @@ class Bench:
                     f" {count / elapsed:,.0f} specs/s")
         self.rows.append(row)
         assert count == s.big_table, count
-        self.targets.append(Target(f"iterate {count:,} specs: peak RSS < 150 MB", peak, 150.0, "<"))
+        self.targets.append(Target(f"iterate {count:,} specs: peak RSS < 150 MB", peak, 150.0, "<", unit="MB"))
 
     # -- move
 
@@ -398,7 +408,7 @@ class Bench:
         s = self.sizes
         name = f"{ROWS[9]} {s.move:,}"
         try:
-            from reqspec_repo import moves
+            from reqspec_repo._moving import moves
             from reqspec_repo._store.locations import SpecStore
         except ImportError as exc:
             moves = None
@@ -437,6 +447,140 @@ class Bench:
             self.targets.append(Target(f"batch move {s.move:,} crash-safe >= 0.5x naive raw", None, 0.5, ">=",
                                        "pending (moves API not available)"))
 
+
+    # -- concurrency
+
+    def mixed(self, api: Server) -> None:
+        """70 % get, 20 % CAS save, 10 % create from many threads (and processes), the
+        repository against raw psycopg with a psycopg_pool pool of the same size."""
+        s = self.sizes
+        dsns = {name: api.database(f"mixed_{name}") for name in MIXED_CONTENDERS}
+        for dsn in dsns.values():
+            migrate_topology(Topology.from_dsns(dsn, {}))
+        for r_index, (title, procs, threads) in enumerate(((ROWS[10], 1, 16), (ROWS[11], 4, 8))):
+            thr, lat = Row(f"{title}: throughput", "ops/s"), Row(f"{title}: latency", "us")
+            errors = dict.fromkeys(MIXED_CONTENDERS, 0)
+            samples: list[str] = []
+            for r in range(s.mixed_rounds):
+                for name in _ordered(MIXED_CONTENDERS, r):
+                    gc.collect()
+                    out = run_mixed(name, dsns[name], procs, threads, MIXED_POOL, s.mixed_seconds,
+                                    seed=1 + 1000 * r + 100 * r_index)
+                    thr.add(name, out.throughput)
+                    lat.samples.setdefault(name, []).extend(out.latencies)
+                    errors[name] += out.errors
+                    samples += [f"{name}: {e}" for e in out.error_samples]
+                self.log(f"{title}: round {r + 1} of {s.mixed_rounds} done")
+            p99 = {name: _q(lat.samples[name], 0.99) for name in MIXED_CONTENDERS}
+            thr.note = (f"{procs} process{'es' if procs > 1 else ''} x {threads} threads, pool of {MIXED_POOL} connections per process"
+                        f" for both, {s.mixed_seconds:g} s per sample")
+            lat.note = ("p99: " + ", ".join(f"{n} {v * 1e6:,.0f} us" for n, v in p99.items())
+                        + "; errors: " + ", ".join(f"{n} {v}" for n, v in errors.items())
+                        + (f"; first: {samples[0]}" if samples else ""))
+            self.rows += [thr, lat]
+            short = f"mixed {procs}x{threads}"
+            self.targets.append(Target(f"{short}: repo throughput >= 0.9x raw (psycopg_pool)",
+                                       thr.median("repo") / thr.median("raw"), 0.9, ">="))
+            self.targets.append(Target(f"{short}: repo p99 latency <= 1.5x raw's",
+                                       p99["repo"] / p99["raw"], 1.5, "<="))
+            self.targets.append(Target(f"{short}: zero errors (both contenders)",
+                                       float(sum(errors.values())), 0, "<=", unit="errors"))
+
+    # -- scale
+
+    def _child(self, child: subprocess.Popen[str] | None, command: list[str]) -> dict[str, str]:
+        assert child is not None and child.stdin is not None
+        stdout, stderr = child.communicate(json.dumps(command) + "\n", timeout=7200)
+        if child.returncode != 0:
+            raise RuntimeError(f"bench.rss failed: {stderr[-2000:]}")
+        return dict(part.split("=") for part in stdout.split())
+
+    def whole_move(self, api: Server, cell: Server) -> None:
+        """Every spec of an API database to a cell on the other server: the naive batched
+        copy+delete against move_database in a child process (its peak RSS)."""
+        s = self.sizes
+        n = s.whole_move
+        row = Row(f"{ROWS[12]} {n:,}", "specs/s")
+        src, dst = api.database("whole_naive_api"), cell.database("whole_naive_cell")
+        for dsn in (src, dst):
+            migrate_topology(Topology.from_dsns(dsn, {}))
+        copy_specs(src, self.base, n, seed=n + 1)
+        api_dsn, cell_dsn = api.database("whole_api"), cell.database("whole_cell")
+        migrate_topology(Topology.from_dsns(api_dsn, {"cell1": cell_dsn}))
+        copy_locations(api_dsn, copy_specs(api_dsn, self.base, n, seed=n + 2), API)
+        self.log(f"loaded 2 x {n:,} specs for the whole-database move")
+        t0 = time.perf_counter()
+        naive_move_all(src, dst)
+        row.add("naive raw", n / (time.perf_counter() - t0))
+        fields = self._child(self.mover_child, ["move", api_dsn, cell_dsn])
+        moved, failed, seconds = int(fields["count"]), int(fields["failed"]), float(fields["seconds"])
+        peak, hwm = int(fields["peak_kb"]) / 1024, int(fields["hwm_kb"]) / 1024
+        if moved != n or failed:
+            raise RuntimeError(f"move_database moved {moved} of {n}, {failed} failed")
+        row.add("repo streamed", n / seconds)
+        row.note = (f"repo in a child process: peak RSS {peak:.1f} MB (VmHWM {hwm:.1f} MB); naive reads every"
+                    " uuid, then per 500: read, COPY, delete (not crash-safe)")
+        self.rows.append(row)
+        self.targets.append(Target(f"whole-database move {n:,}: repo >= 0.6x naive batched copy+delete",
+                                   row.median("repo streamed") / row.median("naive raw"), 0.6, ">="))
+        self.targets.append(Target(f"whole-database move {n:,}: mover peak RSS < 150 MB", peak, 150.0, "<",
+                                   unit="MB"))
+
+    def recover_rows(self, cell: Server, big_dsn: str, big_keys: list[str]) -> None:
+        """recover() with nothing in flight and with interrupted moves, and verify(), over
+        the large table (every spec given a location in its API database)."""
+        from reqspec_repo._moving.moves import move_specs
+        from reqspec_repo._moving.recovery import recover, verify
+        from reqspec_repo._store.locations import SpecStore
+        from reqspec_repo.testing.failpoints import FailpointHit, armed
+
+        s = self.sizes
+        count = len(big_keys)
+        topo = Topology.from_dsns(big_dsn, {"cell1": cell.database("scale_cell")})
+        migrate_topology(topo)
+        t0 = time.perf_counter()
+        copy_locations(big_dsn, big_keys, API)
+        self.log(f"{count:,} locations loaded by COPY in {time.perf_counter() - t0:.1f} s")
+        idle = Row(f"{ROWS[13]} ({count:,} specs)", "s")
+        busy = Row(f"{ROWS[14].replace('1,000', f'{s.interrupted:,}')} ({count:,} specs)", "s")
+        ver = Row(f"{ROWS[15]} ({count:,} specs)", "rows/s")
+        half = s.interrupted // 2
+        spare = iter(reversed(big_keys))
+        with RequestSpecRepository.from_topology(topo) as repo:
+            store = SpecStore(repo)
+            for _ in range(s.recover_rounds):
+                t0 = time.perf_counter()
+                report = recover(store)
+                idle.add("repo", time.perf_counter() - t0)
+                assert report.changed == 0, report
+            for _ in range(s.recover_rounds):
+                # Real interrupted moves: half stopped before their commit point (rolled
+                # back), half after it (finished).
+                for point in ("after_copy", "after_commit"):
+                    keys = [next(spare) for _ in range(half)]
+                    with armed(point), contextlib.suppress(FailpointHit):
+                        move_specs(store, keys, "cell1", chunk_size=half)
+                t0 = time.perf_counter()
+                report = recover(store)
+                busy.add("repo", time.perf_counter() - t0)
+                assert (len(report.rolled_back), len(report.finished)) == (half, half), report.changed
+            for _ in range(s.verify_rounds):
+                t0 = time.perf_counter()
+                checked = verify(store)
+                elapsed = time.perf_counter() - t0
+                assert checked.ok, checked.problems[:5]
+                ver.add("repo", (checked.locations + sum(checked.rows.values())) / elapsed)
+        idle.note = "recover() over the location records and every database; nothing to do"
+        busy.note = f"{half:,} moves stopped after the copy (rolled back) + {half:,} after the commit (finished)"
+        ver.note = "location records + spec rows of every database read per second of verify()"
+        self.rows += [idle, busy, ver]
+        self.targets.append(Target(f"recover at {count:,} specs, nothing in flight < 1 s", idle.median("repo"),
+                                   1.0, "<", unit="s"))
+        self.targets.append(Target(f"recover at {count:,} specs, {s.interrupted:,} interrupted moves < 3 s",
+                                   busy.median("repo"), 3.0, "<", unit="s"))
+        self.targets.append(Target(f"verify at {count:,} specs >= 200,000 rows/s", ver.median("repo"),
+                                   200_000, ">=", unit="rows/s"))
+
     # -- report
 
     def report(self, header: list[str]) -> None:
@@ -455,6 +599,13 @@ class Bench:
         for line in self.pending:
             out(line)
         out("")
+        out("Stable figures (client CPU per call, repo / raw: what the repository adds, not moved by"
+            " server or scheduler noise):")
+        for row in self.rows[:3]:
+            if "repo" in row.cpu and "raw" in row.cpu:
+                ratio = statistics.median(row.cpu["repo"]) / statistics.median(row.cpu["raw"])
+                out(f"  {row.name}: {ratio:.2f}x")
+        out("")
         enforced = not self.quick
         out("Targets" + ("" if enforced else " (--quick: small sizes, targets NOT enforced)") + ":")
         for t in self.targets:
@@ -464,8 +615,63 @@ class Bench:
                 verdict = "met" if t.met else "not met"
                 # Two decimals, or three where two would read as the limit itself.
                 digits = 3 if round(t.measured, 2) == t.limit else 2
-                figure = f"{t.measured:.1f} MB" if "RSS" in t.text else f"{t.measured:.{digits}f}x"
+                figure = {
+                    "MB": f"{t.measured:.1f} MB", "s": f"{t.measured:.3f} s", "rows/s": f"{t.measured:,.0f} rows/s",
+                    "errors": f"{t.measured:.0f} errors",
+                }.get(t.unit, f"{t.measured:.{digits}f}x")
             out(f"  [{verdict:>7}] {t.text}: measured {figure}")
+
+
+def naive_move_all(source_dsn: str, target_dsn: str) -> None:
+    """The naive whole-database move: every uuid read at once, then :func:`naive_move`."""
+    with psycopg.connect(source_dsn, autocommit=True) as src:
+        uuids = [r[0] for r in src.execute(b"SELECT instance_uuid FROM request_specs").fetchall()]
+    naive_move(source_dsn, target_dsn, uuids)
+
+
+def run_mixed(contender: str, dsn: str, procs: int, threads: int, pool: int, seconds: float, seed: int) -> Outcome:
+    """One sample of the mixed workload: in this process, or in ``procs`` child processes
+    started together once all have preloaded."""
+    if procs == 1:
+        return run_in_process(contender, dsn, threads, pool, seconds, seed)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "bench.mixed", contender, dsn, str(threads), str(pool),
+                          str(seconds), str(seed * 10 + i)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=root, env=env)
+        for i in range(procs)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"bench.mixed child failed: {child.communicate()[1][-2000:]}")
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    total = Outcome()
+    for child in children:
+        stdout, stderr = child.communicate(timeout=600)
+        if child.returncode != 0:
+            raise RuntimeError(f"bench.mixed child failed: {stderr[-2000:]}")
+        data = json.loads(stdout)
+        part = Outcome(data["ops"], data["seconds"], data["errors"], data["error_samples"],
+                       [x / 1e6 for x in data["latencies_us"]])
+        total.merge(part)
+        total.seconds = max(total.seconds, part.seconds)
+    return total
+
+
+def _rss_child() -> subprocess.Popen[str]:
+    """A ``bench.rss`` child, started while this process is still small (ru_maxrss is
+    inherited across fork/exec); it waits for its command on stdin."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.rss"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
 
 
 def naive_move(source_dsn: str, target_dsn: str, uuids: list[str], chunk: int = 500) -> None:
@@ -490,10 +696,18 @@ def naive_move(source_dsn: str, target_dsn: str, uuids: list[str], chunk: int = 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (a smoke run); targets not enforced")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
+                        help="folder for the text report and its plot (default: bench/out)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
-    bench = Bench(sizes, args.quick, print)
+    lines: list[str] = []
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    bench = Bench(sizes, args.quick, out)
     with servers(None if args.quick else FULL_RUN_SHARED_BUFFERS, pin=True) as (api, cell, where):
         settings = api.settings()
         cell_settings = cell.settings()
@@ -526,14 +740,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         finally:
             raw.close()
             orm.close()
+        bench.log("mixed concurrent workload")
+        bench.mixed(api)
         bench.log("codec")
         bench.codec_rows()
         bench.log("large table")
-        big = bench.large_table(api)
+        big, big_keys = bench.large_table(api)
         bench.log("iterate")
         bench.iterate_rss(big)
         bench.log("move")
         bench.move_row(api, cell)
+        bench.log("whole-database move")
+        bench.whole_move(api, cell)
+        bench.log("recover and verify at scale")
+        bench.recover_rows(cell, big, big_keys)
         header.append(f"total run time {time.perf_counter() - started:.0f} s")
         bench.report(header)
+    kind = "quick" if args.quick else "full"
+    text, picture = args.out / f"bench-{kind}.txt", args.out / f"bench-{kind}.png"
+    args.out.mkdir(parents=True, exist_ok=True)
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plot_rows(bench.rows, picture, header[0])
+    print(f"\nreport written to {text}, plot to {picture}", file=sys.stderr)
 

@@ -29,6 +29,10 @@ def test_quick_benchmark_prints_every_row() -> None:
         assert row in out, f"row {row!r} missing from:\n{out}"
     assert "fsync=on" in out and "synchronous_commit=on" in out
     assert "targets NOT enforced" in out
+    assert "Stable figures (client CPU per call" in out
+    assert (ROOT / "bench" / "out" / "bench-quick.png").stat().st_size > 10_000
     for target in ("single create", "single get", "CAS save", "batch create", "batch get", "codec encode",
-                   "codec decode", "get p50", "peak RSS", "batch move"):
+                   "codec decode", "get p50", "peak RSS", "batch move", "mixed 1x16: repo throughput",
+                   "mixed 4x8: repo p99", "mixed 4x8: zero errors", "whole-database move",
+                   "mover peak RSS", "nothing in flight", "interrupted moves", "verify at"):
         assert any(target in line and ("met" in line or "pending" in line) for line in out.splitlines()), target

@@ -1,0 +1,268 @@
+"""The mixed concurrent workload: 70 % get, 20 % CAS save, 10 % create, from many threads
+(and processes) at once, against one database.
+
+Two contenders do the same work with a connection pool of the same size: the repository
+(``RequestSpecRepository``, its own pool) and raw psycopg with a ``psycopg_pool``
+``ConnectionPool`` running the repository's SQL with orjson. Every thread works on its
+own specs (so a CAS save never conflicts: any error is a real one) and tracks their
+versions. Inputs (specs, documents, the changed variants a save writes) are prepared
+before the clock starts; each call is timed on its own.
+
+Run as a child process (``python -m bench.mixed CONTENDER DSN THREADS POOL SECONDS SEED``)
+it preloads, prints ``ready``, waits for a line on stdin, runs and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import attrs
+import orjson
+import psycopg
+from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
+from psycopg_pool import ConnectionPool
+
+from bench.workload import make_specs
+from reqspec_repo._spec import codec
+from reqspec_repo._spec.model import RequestSpec
+from reqspec_repo._store.config import Settings, Topology
+from reqspec_repo._store.context import api_context
+from reqspec_repo._store.queries import query
+from reqspec_repo._store.repository import RequestSpecRepository
+
+#: Specs each thread creates before the clock starts (the ones it reads and saves).
+PRELOAD = 40
+#: Creates prepared per thread; more are prepared on the fly if a run outlasts them.
+PREPARED_CREATES = 400
+
+
+@dataclass
+class Item:
+    """One spec in both forms, with the two changed variants a save alternates between."""
+
+    spec: RequestSpec
+    doc: dict[str, Any]
+    variants: tuple[tuple[RequestSpec, dict[str, Any]], tuple[RequestSpec, dict[str, Any]]]
+    version: int = 1
+    saves: int = 0
+
+
+def _item(base: RequestSpec, base_doc: dict[str, Any], rng: random.Random) -> Item:
+    key = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    spec = attrs.evolve(base, instance_uuid=key)
+    doc = {**base_doc, "instance_uuid": key}
+    variants = tuple(
+        (attrs.evolve(spec, availability_zone=az), {**doc, "availability_zone": az}) for az in ("az-x", "az-y")
+    )
+    return Item(spec, doc, variants)  # type: ignore[arg-type]
+
+
+class Client(Protocol):
+    def create(self, item: Item) -> int: ...
+    def get(self, item: Item) -> object: ...
+    def save(self, item: Item, variant: int) -> int: ...
+    def close(self) -> None: ...
+
+
+class RawPooled:
+    """Raw psycopg: the repository's SQL on a ``psycopg_pool`` pool, orjson, dicts."""
+
+    def __init__(self, dsn: str, pool_size: int) -> None:
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            set_json_dumps(orjson.dumps, conn)
+            set_json_loads(orjson.loads, conn)
+
+        self.pool = ConnectionPool(dsn, min_size=pool_size, max_size=pool_size, open=True,
+                                   kwargs={"autocommit": True}, configure=configure)
+        self.pool.wait()
+        self.insert = query("request_specs", "insert_spec").statement
+        self.get_one = query("request_specs", "get_by_instance_uuid").statement
+        self.cas = query("request_specs", "update_spec_if_version").statement
+        self.version = codec.SCHEMA_VERSION
+
+    def create(self, item: Item) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(self.insert, {"instance_uuid": item.spec.instance_uuid, "spec": Jsonb(item.doc),
+                                             "schema_version": self.version}).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def get(self, item: Item) -> object:
+        with self.pool.connection() as conn:
+            row = conn.execute(self.get_one, {"instance_uuid": item.spec.instance_uuid}).fetchone()
+        assert row is not None
+        return row[0], int(row[1])
+
+    def save(self, item: Item, variant: int) -> int:
+        doc = item.variants[variant][1]
+        with self.pool.connection() as conn:
+            row = conn.execute(self.cas, {"instance_uuid": item.spec.instance_uuid, "spec": Jsonb(doc),
+                                          "schema_version": self.version,
+                                          "expected_version": item.version}).fetchone()
+        if row is None:
+            raise RuntimeError(f"CAS save of {item.spec.instance_uuid} matched no row")
+        return int(row[0])
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class Repo:
+    """The repository, its pool sized like raw's."""
+
+    def __init__(self, dsn: str, pool_size: int) -> None:
+        settings = Settings(pool_min_size=pool_size, pool_max_size=pool_size)
+        self.repo = RequestSpecRepository.from_topology(Topology.from_dsns(dsn, {}, settings))
+        self.ctx = api_context()
+
+    def create(self, item: Item) -> int:
+        return self.repo.create(self.ctx, item.spec).version
+
+    def get(self, item: Item) -> object:
+        return self.repo.get(self.ctx, item.spec.instance_uuid)
+
+    def save(self, item: Item, variant: int) -> int:
+        return self.repo.save(self.ctx, item.variants[variant][0], expected_version=item.version).version
+
+    def close(self) -> None:
+        self.repo.close()
+
+
+CLIENTS: dict[str, Callable[[str, int], Client]] = {"raw": RawPooled, "repo": Repo}
+
+
+@dataclass
+class Outcome:
+    ops: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        return self.ops / self.seconds if self.seconds else 0.0
+
+    def merge(self, other: Outcome) -> None:
+        self.ops += other.ops
+        self.errors += other.errors
+        self.error_samples += other.error_samples[:5]
+        self.latencies += other.latencies
+
+
+class Workload:
+    """Threads sharing one client; ``prepare`` (not timed) then ``run``."""
+
+    def __init__(self, client: Client, threads: int, seed: int) -> None:
+        self.client = client
+        self.threads = threads
+        base = make_specs(50, seed=seed)
+        self.base = [(s, codec.to_document(s)) for s in base]
+        self.rngs = [random.Random(seed * 1000 + i) for i in range(threads)]
+        self.own: list[list[Item]] = [[] for _ in range(threads)]
+        self.creates: list[list[Item]] = [[] for _ in range(threads)]
+
+    def _new(self, t: int) -> Item:
+        rng = self.rngs[t]
+        spec, doc = self.base[rng.randrange(len(self.base))]
+        return _item(spec, doc, rng)
+
+    def prepare(self) -> None:
+        for t in range(self.threads):
+            for _ in range(PRELOAD):
+                item = self._new(t)
+                item.version = self.client.create(item)
+                self.own[t].append(item)
+            self.creates[t] = [self._new(t) for _ in range(PREPARED_CREATES)]
+
+    def _thread(self, t: int, start: threading.Barrier, seconds: float, out: Outcome) -> None:
+        rng, own, creates, client = self.rngs[t], self.own[t], self.creates[t], self.client
+        lat = out.latencies
+        start.wait()
+        deadline = time.perf_counter() + seconds
+        while True:
+            roll = rng.random()
+            try:
+                if roll < 0.7:
+                    item = own[rng.randrange(len(own))]
+                    t0 = time.perf_counter()
+                    client.get(item)
+                elif roll < 0.9:
+                    item = own[rng.randrange(len(own))]
+                    t0 = time.perf_counter()
+                    item.version = client.save(item, item.saves % 2)
+                    item.saves += 1
+                else:
+                    item = creates.pop() if creates else self._new(t)
+                    t0 = time.perf_counter()
+                    item.version = client.create(item)
+                    own.append(item)
+                t1 = time.perf_counter()
+                lat.append(t1 - t0)
+                out.ops += 1
+            except Exception as exc:  # counted and reported: the target is zero errors
+                t1 = time.perf_counter()
+                out.errors += 1
+                if len(out.error_samples) < 5:
+                    out.error_samples.append(f"{type(exc).__name__}: {exc}")
+            if t1 >= deadline:
+                return
+
+    def run(self, seconds: float, ready: Callable[[], None] | None = None) -> Outcome:
+        outs = [Outcome() for _ in range(self.threads)]
+        start = threading.Barrier(self.threads + 1)
+        workers = [threading.Thread(target=self._thread, args=(t, start, seconds, outs[t]))
+                   for t in range(self.threads)]
+        for w in workers:
+            w.start()
+        if ready is not None:
+            ready()
+        start.wait()
+        t0 = time.perf_counter()
+        for w in workers:
+            w.join()
+        total = Outcome(seconds=time.perf_counter() - t0)
+        for o in outs:
+            total.merge(o)
+        return total
+
+
+def run_in_process(contender: str, dsn: str, threads: int, pool_size: int, seconds: float, seed: int) -> Outcome:
+    client = CLIENTS[contender](dsn, pool_size)
+    try:
+        work = Workload(client, threads, seed)
+        work.prepare()
+        return work.run(seconds)
+    finally:
+        client.close()
+
+
+def main(argv: list[str]) -> None:
+    contender, dsn, threads, pool_size, seconds, seed = argv
+    client = CLIENTS[contender](dsn, int(pool_size))
+    try:
+        work = Workload(client, int(threads), int(seed))
+        work.prepare()
+
+        def ready() -> None:
+            print("ready", flush=True)
+            sys.stdin.readline()  # the parent starts every process at once
+
+        out = work.run(float(seconds), ready)
+    finally:
+        client.close()
+    print(json.dumps({"ops": out.ops, "seconds": out.seconds, "errors": out.errors,
+                      "error_samples": out.error_samples,
+                      "latencies_us": [round(x * 1e6, 1) for x in out.latencies]}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
