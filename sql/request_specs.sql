@@ -13,6 +13,11 @@ RETURNING version;
 -- or, on any duplicate, none; the fastest way in (multi-row inserts, no parameter arrays).
 COPY request_specs (instance_uuid, spec, schema_version) FROM STDIN (FORMAT BINARY);
 
+-- name: copy_hidden_specs_in :copy
+-- A create into a cell, before its commit point (the location record in the API
+-- database): rows hidden as a move's 'incoming' copy, made live once the location commits.
+COPY request_specs (instance_uuid, spec, schema_version, move_state, move_id) FROM STDIN (FORMAT BINARY);
+
 -- name: list_existing_instance_uuids :many
 -- Which of these instances already have a row here (any state); explains a refused batch.
 SELECT instance_uuid
@@ -149,9 +154,24 @@ SELECT instance_uuid, move_state, move_id, version
 FROM request_specs
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]);
 
--- name: list_all_row_states :many
--- Streamed in uuid order by verify()/recover(), merged with the location records.
-SELECT instance_uuid, move_state, move_id, version FROM request_specs ORDER BY instance_uuid;
+-- name: list_rows_in_move :many
+-- recover(): rows some move or create left in flight (sealed, hidden copies, creates
+-- before their commit point); read through the partial index on move_id, so the cost is
+-- what is in flight, not the size of the table.
+SELECT instance_uuid FROM request_specs WHERE move_id IS NOT NULL;
+
+-- name: range_row_states :many
+-- verify() / recover(full): one uuid range of the table, one row per move state with the
+-- instance uuids packed as 16-byte values into one bytea (set arithmetic happens in the
+-- caller, without a Python object per row).
+SELECT move_state, count(*) AS n, string_agg(uuid_send(instance_uuid), ''::bytea) AS uuids
+FROM request_specs
+WHERE instance_uuid BETWEEN %(low)s::uuid AND %(high)s::uuid
+GROUP BY move_state;
+
+-- name: estimate_rows :scalar
+-- The planner's row estimate (-1 before the first ANALYZE): sizes the ranges of a scan.
+SELECT reltuples::bigint FROM pg_class WHERE oid = 'request_specs'::regclass;
 
 -- name: set_row_live :exec
 -- recover(): make one row the live copy whatever its move state.
@@ -162,3 +182,7 @@ WHERE instance_uuid = %(instance_uuid)s;
 -- name: delete_any_row :exec
 -- recover(): drop a leftover copy (any state) in a database the location does not name.
 DELETE FROM request_specs WHERE instance_uuid = %(instance_uuid)s;
+
+-- name: count_all_rows :scalar
+-- Every row, any state (sizes a scan when the table was never analyzed).
+SELECT count(*) FROM request_specs;

@@ -7,6 +7,13 @@
 INSERT INTO spec_locations (instance_uuid, database_name)
 SELECT u, %(database_name)s FROM unnest(%(instance_uuids)s::uuid[]) AS t (u);
 
+-- name: insert_pending_locations :exec
+-- A create into a cell: the location names the cell and carries the create's id (as a
+-- committed move does) until the cell's rows are made live; committing it is the create's
+-- commit point.
+INSERT INTO spec_locations (instance_uuid, database_name, move_id, moved_from)
+SELECT u, %(database_name)s, %(move_id)s, %(database_name)s FROM unnest(%(instance_uuids)s::uuid[]) AS t (u);
+
 -- name: get_location :one
 SELECT instance_uuid, database_name AS database, version, move_id, moved_from
 FROM spec_locations
@@ -61,7 +68,16 @@ SET database_name = %(database_name)s, move_id = NULL, moved_from = NULL,
     version = version + 1, updated_at = now()
 WHERE instance_uuid = %(instance_uuid)s;
 
--- name: list_all_locations :many
--- Streamed in uuid order by verify()/recover(), merged with every database's rows.
-SELECT instance_uuid, database_name AS database, version, move_id, moved_from
-FROM spec_locations ORDER BY instance_uuid;
+-- name: list_locations_in_move :many
+-- recover(): locations of moves (and creates) committed but not cleaned up; through the
+-- partial index on move_id.
+SELECT instance_uuid FROM spec_locations WHERE move_id IS NOT NULL;
+
+-- name: range_locations :many
+-- verify() / recover(full): one uuid range of the location records, one row per
+-- (database, settled) with the instance uuids packed as 16-byte values.
+SELECT database_name AS database, move_id IS NULL AS settled, count(*) AS n,
+       string_agg(uuid_send(instance_uuid), ''::bytea) AS uuids
+FROM spec_locations
+WHERE instance_uuid BETWEEN %(low)s::uuid AND %(high)s::uuid
+GROUP BY database_name, move_id IS NULL;

@@ -253,7 +253,8 @@ def test_verify_finds_each_planted_inconsistency_and_recover_repairs_them(store)
         ("orphan", orphan), ("duplicate", duplicate), ("hidden_leftover", leftover),
         ("missing", missing), ("interrupted_move", interrupted), ("missing", dangling),
     }
-    report = recover(store)
+    # Planted corruption, not interrupted work: only the full cross-check sees it.
+    report = recover(store, full=True)
     assert report.adopted == [orphan] and report.dangling_removed == [dangling]
     assert_invariant(store, specs)
     assert verify(store).ok
@@ -293,5 +294,57 @@ def test_one_failing_spec_does_not_lose_or_duplicate_the_others(store):
                    [blocked]) == [("live",)]
     # ... and the stray copy is what verify() reports and recover() removes.
     assert {p.kind for p in verify(store).problems if p.instance_uuid == blocked} == {"duplicate"}
-    recover(store)
+    assert recover(store).changed == 0  # not interrupted work: only the full check repairs it
+    recover(store, full=True)
     assert_invariant(store, specs)
+
+
+# --- creates into a cell: a move from nowhere, with the same commit point ----------------
+
+
+def test_create_into_a_cell_interrupted_before_its_commit_point_is_rolled_back(store):
+    specs = [sample_spec() for _ in range(3)]
+    keys = [s.instance_uuid for s in specs]
+    with armed("create_before_commit"), pytest.raises(FailpointHit):
+        store.create(specs, database="cell1")
+    # Hidden rows without a location: invisible to reads, found by their move id.
+    assert {r[1] for k in keys for r in rows_everywhere(store.topology, k)} == {"incoming"}
+    assert store.locations(keys) == {}
+    report = recover(store)
+    assert sorted(report.rolled_back) == sorted(keys) and not report.busy
+    assert all(rows_everywhere(store.topology, k) == [] for k in keys)
+    assert verify(store).ok
+    # Never acknowledged, so nothing is in the way of creating them again.
+    store.create(specs, database="cell1")
+    assert_invariant(store, {s.instance_uuid: s for s in specs})
+
+
+def test_create_into_a_cell_interrupted_after_its_commit_point_is_finished(store):
+    specs = [sample_spec() for _ in range(3)]
+    keys = [s.instance_uuid for s in specs]
+    with armed("create_after_commit"), pytest.raises(FailpointHit):
+        store.create(specs, database="cell2")
+    # Committed: readable through the location at once, then made live by recover().
+    assert store.get(keys[0]).database == "cell2"
+    report = recover(store)
+    assert sorted(report.finished) == sorted(keys)
+    assert_invariant(store, {s.instance_uuid: s for s in specs})
+    assert recover(store).changed == 0
+
+
+def test_recover_with_nothing_in_flight_reads_only_the_move_id_indexes(store, monkeypatch):
+    boot(store, 4)
+    move_specs(store, list(boot(store, 3)), "cell1")
+    seen = []
+    original = psycopg.Cursor.execute
+
+    def recording(self, query, *args, **kwargs):
+        seen.append(bytes(query) if isinstance(query, bytes) else str(query).encode())
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    report = recover(store)
+    monkeypatch.undo()
+    assert report.changed == 0 and not report.busy
+    reads = [q for q in seen if b"request_specs" in q or b"spec_locations" in q]
+    assert reads and all(b"move_id IS NOT NULL" in q for q in reads), reads

@@ -247,7 +247,7 @@ def test_the_application_role_can_use_but_not_change_the_tables(fresh_topology):
             # The four specs written above through the plain repository have no location:
             # verify() calls them orphans and recover() adopts them.
             assert {p.kind for p in verify(store).problems} == {"orphan"}
-            assert len(recover(store).adopted) == 4 and verify(store).ok
+            assert len(recover(store, full=True).adopted) == 4 and verify(store).ok
             assert store.destroy(booted[0].instance_uuid)
         forbidden = [
             "ALTER TABLE request_specs ADD COLUMN evil int",

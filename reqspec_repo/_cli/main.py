@@ -353,7 +353,7 @@ def cmd_recover(args: argparse.Namespace, topology: Topology) -> int:
     from .._moving.recovery import recover
 
     with _store(topology) as store:
-        report = recover(store)
+        report = recover(store, full=args.full)
     fields = ("rolled_back", "finished", "repaired", "dangling_removed", "adopted", "busy")
     if args.json:
         _print_json({f: getattr(report, f) for f in fields})
@@ -484,7 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "specs that cannot move are listed and the exit code is 1)")
     p.add_argument("--chunk-size", type=int, default=500, help="specs per batch (default 500)")
 
-    add("recover", cmd_recover, "finish or roll back interrupted moves", "reqspec recover")
+    p = add(
+        "recover", cmd_recover,
+        "finish or roll back interrupted moves and creates (looks only at what is in flight; "
+        "--full also cross-checks every spec, as verify does, and repairs what it finds)",
+        "reqspec recover\n  reqspec recover --full --json",
+    )
+    p.add_argument("--full", action="store_true",
+                   help="cross-check every location record against every database (streamed, "
+                   "range by range) and repair orphans, duplicates and dangling locations too")
     add(
         "verify", cmd_verify,
         "check that every spec is live in exactly one database, the one its location names "

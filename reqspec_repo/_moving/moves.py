@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid as uuid_mod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -42,8 +42,8 @@ from .._errors import (
 )
 from .._store.config import API
 from .._store.documents import as_jsonb
-from .._store.locations import Location, SpecStore
-from .._store.queries import Query, query
+from .._store.locations import Location, SpecStore, relaxed
+from .._store.queries import query
 from .._store.repository import normalize_uuid
 from ..testing.failpoints import failpoint
 from .chunking import chunks
@@ -63,7 +63,6 @@ _DELETE_INCOMING = query("request_specs", "delete_incoming")
 _UNSEAL_OUTGOING = query("request_specs", "unseal_outgoing")
 _PROMOTE_INCOMING = query("request_specs", "promote_incoming")
 _DELETE_OUTGOING = query("request_specs", "delete_outgoing")
-_RELAX_DURABILITY = query("_session", "relax_commit_durability")
 Progress = Callable[[int], None]
 
 
@@ -279,24 +278,16 @@ class Mover:
         params = {"instance_uuids": uuids, "move_id": move_id}
         # Target live first, then the source copy goes: the spec is readable throughout.
         with self.connections.connection(target) as dst:
-            _relaxed(dst, _PROMOTE_INCOMING, params)
+            relaxed(dst, _PROMOTE_INCOMING, params)
         failpoint("after_promote")
         with self.connections.connection(source) as src:
-            _relaxed(src, _DELETE_OUTGOING, params)
-        _relaxed(api, _CLEAR_MOVES, params)
+            relaxed(src, _DELETE_OUTGOING, params)
+        relaxed(api, _CLEAR_MOVES, params)
 
 
 def _uuids(rows: Iterable[Any]) -> list[str]:
     """The instance uuids of rows that have an ``instance_uuid`` column."""
     return [str(r.instance_uuid) for r in rows]
-
-
-def _relaxed(conn: Conn, q: Query, params: Mapping[str, object]) -> None:
-    """One cleanup statement in a transaction that does not wait for the WAL flush,
-    pipelined into a single round trip."""
-    with conn.pipeline(), conn.transaction():
-        _RELAX_DURABILITY.exec(conn)
-        q.run(conn, params)
 
 
 def move_specs(

@@ -1,8 +1,13 @@
 """recover() finishes or rolls back interrupted moves; verify() checks consistency.
 
-Both scan the location records in the API database and the request_specs rows of every
-database. recover() then works only on instances whose advisory lock it can take (so a
-move in progress is left alone), re-reads their state under the lock, and resolves it:
+recover() looks at what is in flight: every operation that can be interrupted (a move's
+seal, copy and commit, a create into a cell) marks what it touches with its move id
+until it is done, and those marks are found through the partial indexes on move_id, so
+recover() costs the work in flight, not the size of the databases. verify() and
+``recover(full=True)`` cross-check every location record against the rows of every
+database, range by range. recover() then works only on instances whose advisory lock it
+can take (so a move in progress is left alone), re-reads their state under the lock,
+and resolves it:
 
 * a location carrying a move id (crash after the commit point): finish - promote the
   target's incoming copy, delete the outgoing copy elsewhere, clear the move id;
@@ -11,21 +16,19 @@ move in progress is left alone), re-reads their state under the lock, and resolv
   target's incoming copy) are deleted - the move is rolled back;
 * a location naming a database without the spec is re-pointed at the best copy found
   (live first, then highest version), or removed when no copy exists (``dangling``);
-* rows without any location record (a create into a cell that crashed before its API
-  transaction committed) are adopted when one of them is live or outgoing; incoming-only
-  leftovers of a destroyed instance are deleted.
+* rows without any location record: hidden (incoming) rows are a create into a cell
+  (or a move of a destroyed instance) that never reached its commit point, and are
+  deleted; live or outgoing ones (written without a location, found by the full check)
+  are adopted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import heapq
-import itertools
 import uuid as uuid_mod
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import attrs
 import psycopg
@@ -41,8 +44,15 @@ Conn = psycopg.Connection[tuple[object, ...]]
 #: Suspects locked per round: session advisory locks use shared lock-table slots.
 LOCK_ROUND = 500
 _LOCATION = class_row(Location)
-_LIST_ALL_LOCATIONS = query("spec_locations", "list_all_locations")
-_LIST_ALL_ROW_STATES = query("request_specs", "list_all_row_states")
+_LOCATIONS_IN_MOVE = query("spec_locations", "list_locations_in_move")
+_ROWS_IN_MOVE = query("request_specs", "list_rows_in_move")
+_RANGE_LOCATIONS = query("spec_locations", "range_locations")
+_RANGE_ROW_STATES = query("request_specs", "range_row_states")
+_ESTIMATE_ROWS = query("request_specs", "estimate_rows")
+_COUNT_ALL = query("request_specs", "count_all_rows")
+#: Rows per range of the full cross-check (its memory bound, about 16 bytes a row per
+#: database, times a few for the sets).
+RANGE_ROWS = 50_000
 _GET_ROW_STATES = query("request_specs", "get_row_states")
 _TRY_LOCK = query("spec_locations", "try_lock_instances")
 _UNLOCK_ALL = query("spec_locations", "unlock_all")
@@ -128,40 +138,65 @@ class _Scanner:
         self.connections = store.repo.connections
         self.names = store.topology.database_names
 
-    def _row_stream(self, name: str) -> Iterator[tuple[Any, Location | None, RowState | None]]:
-        """All rows of one database in uuid order, through a server-side cursor."""
-        with self.connections.connection(name) as conn:
-            for r in _LIST_ALL_ROW_STATES.stream(conn):
-                yield r.instance_uuid, None, RowState(name, r.move_state, _opt(r.move_id), r.version)
-
-    def _location_stream(self) -> Iterator[tuple[Any, Location | None, RowState | None]]:
+    def in_flight(self) -> list[str]:
+        """Instances an operation left in flight: locations carrying a move id (a move or
+        create committed, cleanup unfinished) and rows carrying one in any database (sealed
+        sources, hidden copies, creates into a cell before their commit point). Read
+        through the partial indexes on move_id: the cost is what is in flight."""
+        found: dict[str, None] = {}
         with self.connections.connection(API) as conn:
-            for loc in _LIST_ALL_LOCATIONS.stream(conn, row=_LOCATION):
-                yield uuid_mod.UUID(loc.instance_uuid), loc, None
+            found.update((str(r.instance_uuid), None) for r in _LOCATIONS_IN_MOVE.many(conn))
+        for name in self.names:
+            with self.connections.connection(name) as conn:
+                found.update((str(r.instance_uuid), None) for r in _ROWS_IN_MOVE.many(conn))
+        return sorted(found)
 
     def suspects(self) -> tuple[list[str], int, dict[str, int]]:
-        """Instances with a problem, the number of locations, and rows per database.
+        """The full cross-check: instances with a problem, the number of locations, and
+        rows per database.
 
-        Every database and the location records are read in uuid order and merged, so
-        memory stays bounded whatever the number of specs; only suspects are kept."""
-        streams = [self._location_stream()]
-        streams.extend(self._row_stream(name) for name in self.names)
+        The uuid space is cut into ranges sized from the largest table (about
+        ``RANGE_ROWS`` rows each); per range, every database returns its uuids per move
+        state and the API database its locations per (database, settled), packed as
+        16-byte values, and plain set arithmetic finds the instances that are not live in
+        exactly the one database their settled location names. Memory is bounded by one
+        range; only suspects are kept."""
+        ranges = self._ranges()
         found: list[str] = []
         locations = 0
-        counts: dict[str, int] = defaultdict(int)
-        for key, group in itertools.groupby(heapq.merge(*streams, key=lambda t: t[0]), key=lambda t: t[0]):
-            loc: Location | None = None
-            rows: list[RowState] = []
-            for _, location, row in group:
-                if location is not None:
-                    loc = location
-                    locations += 1
-                if row is not None:
-                    rows.append(row)
-                    counts[row.database] += 1
-            if _problems_of(str(key), loc, rows):
-                found.append(str(key))
-        return found, locations, dict(counts)
+        counts: dict[str, int] = dict.fromkeys(self.names, 0)
+        for low, high in ranges:
+            params = {"low": low, "high": high}
+            located: dict[tuple[str, bool], set[bytes]] = {}
+            with self.connections.connection(API) as conn:
+                for r in _RANGE_LOCATIONS.many(conn, params):
+                    located[(r.database, r.settled)] = _unpack(r.uuids)
+                    locations += r.n
+            rows: dict[str, dict[str, set[bytes]]] = {}
+            for name in self.names:
+                with self.connections.connection(name) as conn:
+                    for r in _RANGE_ROW_STATES.many(conn, params):
+                        rows.setdefault(name, {})[r.move_state] = _unpack(r.uuids)
+                        counts[name] += r.n
+            found.extend(str(uuid_mod.UUID(bytes=b)) for b in sorted(_range_suspects(located, rows)))
+        return found, locations, counts
+
+    def _ranges(self) -> list[tuple[str, str]]:
+        """Consecutive inclusive uuid ranges covering the whole uuid space."""
+        largest = 0
+        for name in self.names:
+            with self.connections.connection(name) as conn:
+                estimate = int(_ESTIMATE_ROWS.scalar(conn) or 0)
+                if estimate < 0:  # never analyzed: count once
+                    estimate = int(_COUNT_ALL.scalar(conn) or 0)
+            largest = max(largest, estimate)
+        n = 1
+        while n * RANGE_ROWS < largest and n < 1 << 16:
+            n *= 2
+        step = (1 << 128) // n
+        lows = [i * step for i in range(n)]
+        highs = [*lows[1:], 1 << 128]
+        return [(str(uuid_mod.UUID(int=lo)), str(uuid_mod.UUID(int=hi - 1))) for lo, hi in zip(lows, highs, strict=True)]
 
     def rows_of(self, uuids: list[str]) -> dict[str, list[RowState]]:
         found: dict[str, list[RowState]] = defaultdict(list)
@@ -170,6 +205,32 @@ class _Scanner:
                 for r in _GET_ROW_STATES.many(conn, {"instance_uuids": uuids}):
                     found[str(r.instance_uuid)].append(RowState(name, r.move_state, _opt(r.move_id), r.version))
         return found
+
+
+def _unpack(packed: bytes | None) -> set[bytes]:
+    """16-byte uuid values packed end to end -> a set of them."""
+    if not packed:
+        return set()
+    data = bytes(packed)
+    return {data[i:i + 16] for i in range(0, len(data), 16)}
+
+
+def _range_suspects(located: dict[tuple[str, bool], set[bytes]], rows: dict[str, dict[str, set[bytes]]]) -> set[bytes]:
+    """Every uuid of one range that is not live in exactly the one database its settled
+    location names (a location without a move id, a live row there, no copy elsewhere)."""
+    seen: set[bytes] = set()
+    elsewhere: set[bytes] = set()  # in more than one database
+    for states in rows.values():
+        here = set().union(*states.values())
+        elsewhere |= seen & here
+        seen |= here
+    clean: set[bytes] = set()
+    everything = set(seen)
+    for (database, settled), uuids in located.items():
+        everything |= uuids
+        if settled:
+            clean |= uuids & rows.get(database, {}).get("live", set())
+    return everything - (clean - elsewhere)
 
 
 def _opt(value: object) -> str | None:
@@ -229,10 +290,17 @@ def verify(store: SpecStore) -> VerifyReport:
     return VerifyReport(problems, locations, counts, busy)
 
 
-def recover(store: SpecStore) -> RecoveryReport:
-    """Finish or roll back every interrupted move; idempotent, safe beside running moves."""
+def recover(store: SpecStore, *, full: bool = False) -> RecoveryReport:
+    """Finish or roll back every interrupted move (and create into a cell); idempotent,
+    safe beside running moves.
+
+    By default only what is in flight is looked at (the move ids in the location records
+    and in every database, through their partial indexes), so it costs what was
+    interrupted, not the size of the databases. ``full=True`` first runs the full
+    cross-check of :func:`verify` and also repairs what no interrupted operation explains
+    (specs written without a location record, duplicates, locations naming nothing)."""
     scan = _Scanner(store)
-    suspects, _, _ = scan.suspects()
+    suspects = scan.suspects()[0] if full else scan.in_flight()
     report = RecoveryReport([], [], [], [], [], [])
     for chunk in chunks(suspects, LOCK_ROUND):
         with _locks(store, chunk) as locked:
@@ -256,9 +324,11 @@ def _resolve(store: SpecStore, key: str, loc: Location | None, rows: list[RowSta
     """Bring one locked instance to its one live copy; returns the report field to count it in."""
     if loc is None:
         if all(r.state == "incoming" for r in rows):
-            for r in rows:  # copies of a destroyed instance: nothing to adopt
+            # A create into a cell (or a move of a since destroyed instance) that never
+            # reached its commit point: nothing was acknowledged, nothing to adopt.
+            for r in rows:
                 _exec(store, r.database, "delete_any_row", "request_specs", {"instance_uuid": key})
-            return Outcome.REPAIRED
+            return Outcome.ROLLED_BACK
         best = max(rows, key=lambda r: (r.state == "live", r.version))
         _exec(store, API, "insert_locations", "spec_locations",
               {"instance_uuids": [key], "database_name": best.database})

@@ -9,7 +9,7 @@ Moves between databases are in :mod:`reqspec_repo._moving.moves`.
 from __future__ import annotations
 
 import uuid as uuid_mod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -21,8 +21,9 @@ from .._spec import codec
 from .._spec.model import RequestSpec
 from .._store.config import API
 from .._store.context import RequestContext
-from .._store.queries import query
+from .._store.queries import Query, query
 from .._store.repository import RequestSpecRepository, StoredSpec, normalize_uuid
+from ..testing.failpoints import failpoint
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -46,6 +47,10 @@ _GET_LOCATIONS = query("spec_locations", "get_locations")
 _LOCK_INSTANCE = query("spec_locations", "lock_instance_for_transaction")
 _LOCK_INSTANCES = query("spec_locations", "lock_instances_for_transaction")
 _INSERT_LOCATIONS = query("spec_locations", "insert_locations")
+_INSERT_PENDING_LOCATIONS = query("spec_locations", "insert_pending_locations")
+_PROMOTE_INCOMING = query("request_specs", "promote_incoming")
+_CLEAR_MOVES = query("spec_locations", "clear_moves")
+_RELAX_DURABILITY = query("_session", "relax_commit_durability")
 _DELETE_LOCATION = query("spec_locations", "delete_location")
 _GET_COMMITTED = query("request_specs", "get_committed_by_instance_uuid")
 _DELETE_ANY_ROW = query("request_specs", "delete_any_row")
@@ -53,6 +58,15 @@ _UUIDS_AFTER = query("request_specs", "list_instance_uuids_after")
 _COUNT_SPECS = query("request_specs", "count_specs")
 #: Below every uuid: where a keyset walk over a table starts.
 _BEFORE_ALL = "00000000-0000-0000-0000-000000000000"
+
+
+def relaxed(conn: Conn, q: Query, params: Mapping[str, object]) -> None:
+    """One cleanup statement in a transaction that does not wait for the WAL flush,
+    pipelined into a single round trip: for steps that recover() redoes from durable state
+    if a server crash loses them."""
+    with conn.pipeline(), conn.transaction():
+        _RELAX_DURABILITY.exec(conn)
+        q.run(conn, params)
 
 
 def lock_instance(conn: Conn, instance_uuid: str) -> None:
@@ -77,23 +91,40 @@ class SpecStore:
         """Store new specs (one, or a sequence) and their location records, all or nothing.
 
         In the API database (the default, as at boot before scheduling) both go in one
-        transaction. Into a cell, the API transaction holds the instances' locks and the
-        location rows while the specs are written to the cell, and commits last: a crash
-        in between leaves at most an unacknowledged spec row without a location, which
-        ``recover()`` adopts; never a location pointing at nothing."""
+        transaction. Into a cell it runs like a move from nowhere, with a fresh move id M:
+        the API transaction holds the instances' locks and the location rows (naming the
+        cell and carrying M) while the specs are written to the cell as hidden rows
+        carrying M; the API commit is the commit point; then the cell rows are made live
+        and M is cleared (without waiting for the WAL flush). A crash before the commit
+        point leaves hidden rows without a location, which ``recover()`` finds by their
+        move id (no full scan) and deletes (the create was never acknowledged); after it,
+        a location carrying M, which ``recover()`` finishes. Never a location pointing at
+        nothing; reads through the location find the spec from the commit point on."""
         if isinstance(specs, RequestSpec):
             specs = [specs]
         uuids = [s.instance_uuid for s in specs]
         params = {"instance_uuids": uuids, "database_name": database}
         self.topology.database(database)  # unknown cell: ConfigError before any write
+        if database == API:
+            with self.repo.unit_of_work(RequestContext(API)) as uow:
+                _LOCK_INSTANCES.exec(uow.conn, params)
+                _INSERT_LOCATIONS.exec(uow.conn, params)
+                stored = uow.create_many(specs)
+                uow.commit()
+            return stored
+        move_id = str(uuid_mod.uuid4())
+        pending = {**params, "move_id": move_id}
         with self.repo.unit_of_work(RequestContext(API)) as uow:
             _LOCK_INSTANCES.exec(uow.conn, params)
-            _INSERT_LOCATIONS.exec(uow.conn, params)
-            if database == API:
-                stored = uow.create_many(specs)
-            else:
-                stored = self.repo.create_many(RequestContext(database), specs)
+            _INSERT_PENDING_LOCATIONS.exec(uow.conn, pending)
+            stored = self.repo.create_hidden(RequestContext(database), specs, move_id)
+            failpoint("create_before_commit")
             uow.commit()
+        failpoint("create_after_commit")
+        with self.repo.connections.connection(database) as conn:
+            relaxed(conn, _PROMOTE_INCOMING, pending)
+        with self.repo.connections.connection(API) as conn:
+            relaxed(conn, _CLEAR_MOVES, pending)
         return stored
 
     def location(self, instance_uuid: str | uuid_mod.UUID) -> Location:

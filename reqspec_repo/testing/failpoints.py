@@ -24,6 +24,10 @@ MOVE_FAILPOINTS = (
     "after_cleanup",
 )
 
+#: In ``SpecStore.create`` into a cell: the hidden rows are written, the location is not
+#: committed yet / the location is committed, the rows are not live yet.
+CREATE_FAILPOINTS = ("create_before_commit", "create_after_commit")
+
 Action = str | Callable[[], None]
 _armed: dict[str, Action] = {}
 
@@ -66,7 +70,7 @@ def failpoint(name: str) -> None:
 @contextlib.contextmanager
 def armed(name: str, action: Action = "raise") -> Iterator[None]:
     """Arm one failpoint for the duration of a block (tests)."""
-    if name not in MOVE_FAILPOINTS:
+    if name not in MOVE_FAILPOINTS and name not in CREATE_FAILPOINTS:
         raise ValueError(f"unknown failpoint {name!r}")
     _armed[name] = action
     try:
