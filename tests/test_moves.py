@@ -10,7 +10,7 @@ import attrs
 import psycopg
 import pytest
 from conftest import run_sql
-from movecheck import assert_invariant, rows_everywhere
+from movecheck import assert_invariant, expire_leases, rows_everywhere
 
 from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._errors import (
@@ -108,6 +108,7 @@ def test_interrupted_move_is_recovered_at_every_step(store, point):
     # Mid-move, every spec is still readable through its location.
     for key in keys:
         assert store.get(key).spec.instance_uuid == key
+    expire_leases(store)  # the crashed mover's leases run out
     report = recover(store)
     assert not report.busy
     assert_invariant(store, specs)
@@ -122,6 +123,7 @@ def test_recover_after_commit_finishes_the_move(store):
     specs = boot(store, 2)
     with armed("after_commit"), pytest.raises(FailpointHit):
         move_specs(store, specs, "cell2")
+    expire_leases(store)
     report = recover(store)
     assert sorted(report.finished) == sorted(specs)
     assert {store.location(k).database for k in specs} == {"cell2"}
@@ -135,6 +137,7 @@ def test_recover_before_commit_rolls_the_move_back(store):
     stored = store.get(key)
     with pytest.raises(SpecMovingError):  # sealed: writes wait for the move or recovery
         store.save(stored.spec, expected_version=stored.version)
+    expire_leases(store)
     report = recover(store)
     assert sorted(report.rolled_back) == sorted(specs)
     assert {store.location(k).database for k in specs} == {API}
