@@ -20,6 +20,7 @@ from .._store.documents import as_jsonb
 from .._store.locations import Location
 from .._store.pools import Connections
 from .._store.queries import Query, query
+from .._store.roundtrips import apply_timeouts, bounded_block
 
 _SEAL_OUTGOING = query("request_specs", "seal_outgoing")
 _UPSERT_INCOMING = query("request_specs", "upsert_incoming")
@@ -210,7 +211,8 @@ class MoveRows:
 
 
 def _in_relaxed_transaction(conn: psycopg.Connection[Any], q: Query, params: Mapping[str, object]) -> None:
-    with conn.pipeline(), conn.transaction():
+    with bounded_block(conn), conn.pipeline(), conn.transaction():
+        apply_timeouts(conn)  # behind a transaction-mode pooler; nothing otherwise
         _RELAX_DURABILITY.exec(conn)
         q.run(conn, params)
 

@@ -41,6 +41,7 @@ from .._store.context import RequestContext
 from .._store.documents import as_jsonb
 from .._store.pools import Connections, GuardedConnection, translated_errors
 from .._store.queries import query
+from .._store.roundtrips import bounded
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ class UnitOfWork(SpecSession):
         self.committed = False
 
     def commit(self) -> None:
-        self.conn.commit()
+        bounded(self.conn, self.conn.commit)
         self.committed = True
 
     def rollback(self) -> None:
