@@ -22,6 +22,7 @@ from ._errors import (
     ConflictError,
     DatabaseUnavailableError,
     DocumentTooLargeError,
+    LeaseExpiredError,
     LocationNotFoundError,
     MoveError,
     MoveInProgressError,
@@ -89,7 +90,7 @@ __all__ = [
     "NovaImportError", "Operation", "PreparedMove", "RowResult", "import_file", "import_rows",
     # typed errors
     "BatchError", "ConfigError", "ConflictError", "DatabaseUnavailableError",
-    "DocumentTooLargeError", "LocationNotFoundError", "MoveError", "MoveInProgressError",
+    "DocumentTooLargeError", "LeaseExpiredError", "LocationNotFoundError", "MoveError", "MoveInProgressError",
     "ReadOnlyDatabaseError", "ReqSpecError", "SchemaError", "SpecDecodeError", "SpecEncodeError",
     "SpecExistsError", "SpecMovingError", "SpecNotFoundError", "SpecValidationError",
 ]

@@ -183,6 +183,18 @@ class MoveInProgressError(MoveError):
         super().__init__(instance_uuid, "another move or recovery of it is in progress")
 
 
+class LeaseExpiredError(MoveError):
+    """The mover's lease ran out before its commit point (it stalled longer than
+    ``move_lease_ms``); the move was not committed and its copies were rolled back."""
+
+    retryable = True
+
+    def __init__(self, instance_uuid: str) -> None:
+        super().__init__(
+            instance_uuid, "the move's lease expired before its commit point; nothing was committed"
+        )
+
+
 class LocationNotFoundError(ReqSpecError, LookupError):
     """The API database has no location record for this instance."""
 

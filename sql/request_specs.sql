@@ -13,11 +13,6 @@ RETURNING version;
 -- or, on any duplicate, none; the fastest way in (multi-row inserts, no parameter arrays).
 COPY request_specs (instance_uuid, spec, schema_version) FROM STDIN (FORMAT BINARY);
 
--- name: copy_hidden_specs_in :copy
--- A create into a cell, before its commit point (the location record in the API
--- database): rows hidden as a move's 'incoming' copy, made live once the location commits.
-COPY request_specs (instance_uuid, spec, schema_version, move_state, move_id) FROM STDIN (FORMAT BINARY);
-
 -- name: list_existing_instance_uuids :many
 -- Which of these instances already have a row here (any state); explains a refused batch.
 SELECT instance_uuid
@@ -173,14 +168,22 @@ GROUP BY move_state;
 -- The planner's row estimate (-1 before the first ANALYZE): sizes the ranges of a scan.
 SELECT reltuples::bigint FROM pg_class WHERE oid = 'request_specs'::regclass;
 
--- name: set_row_live :exec
--- recover(): make one row the live copy whatever its move state.
+-- name: set_row_live_if_seen :exec
+-- recover(): make one row the live copy, only if it is still as recover() saw it (a
+-- stale decision, taken before a lease ran out, changes nothing).
 UPDATE request_specs
 SET move_state = 'live', move_id = NULL, updated_at = now()
-WHERE instance_uuid = %(instance_uuid)s;
+WHERE instance_uuid = %(instance_uuid)s AND move_state = %(move_state)s
+  AND move_id IS NOT DISTINCT FROM %(move_id)s::uuid AND version = %(version)s;
+
+-- name: delete_row_if_seen :exec
+-- recover(): drop a leftover copy, only if it is still as recover() saw it.
+DELETE FROM request_specs
+WHERE instance_uuid = %(instance_uuid)s AND move_state = %(move_state)s
+  AND move_id IS NOT DISTINCT FROM %(move_id)s::uuid AND version = %(version)s;
 
 -- name: delete_any_row :exec
--- recover(): drop a leftover copy (any state) in a database the location does not name.
+-- A destroy: the spec's row here, whatever its state (a copy left by an interrupted move).
 DELETE FROM request_specs WHERE instance_uuid = %(instance_uuid)s;
 
 -- name: count_all_rows :scalar

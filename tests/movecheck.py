@@ -11,6 +11,7 @@ from reqspec_repo._moving.recovery import verify
 from reqspec_repo._spec import codec
 from reqspec_repo._spec.model import RequestSpec, without_per_operation
 from reqspec_repo._store.config import Topology
+from reqspec_repo._store.leases import Leases
 from reqspec_repo._store.locations import SpecStore
 
 
@@ -60,3 +61,9 @@ def assert_invariant(store: SpecStore, expected: Mapping[str, RequestSpec]) -> N
         assert store.get(key).spec == without_per_operation(expected[key])
     report = verify(store)
     assert report.ok, report.problems
+
+
+def expire_leases(store: SpecStore) -> int:
+    """A crashed mover's leases run out: ends every lease now, instead of waiting
+    ``move_lease_ms`` (only valid when every holder is dead, as after a simulated crash)."""
+    return Leases(store.repo.connections).expire_all()

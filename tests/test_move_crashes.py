@@ -12,7 +12,7 @@ import time
 
 import pytest
 from conftest import build_topology
-from movecheck import assert_invariant
+from movecheck import assert_invariant, expire_leases
 
 from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._errors import DatabaseUnavailableError
@@ -63,6 +63,7 @@ def test_sigkill_of_a_mover_process_at_random_moments(split_topology):
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
             proc.communicate(timeout=60)
+            expire_leases(store)  # the killed mover's leases run out
             recover(store)
             assert_invariant(store, specs)
         print(f"{kills} of {runs} movers killed mid-run")

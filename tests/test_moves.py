@@ -10,7 +10,7 @@ import attrs
 import psycopg
 import pytest
 from conftest import run_sql
-from movecheck import assert_invariant, rows_everywhere
+from movecheck import assert_invariant, expire_leases, rows_everywhere
 
 from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._errors import (
@@ -108,6 +108,7 @@ def test_interrupted_move_is_recovered_at_every_step(store, point):
     # Mid-move, every spec is still readable through its location.
     for key in keys:
         assert store.get(key).spec.instance_uuid == key
+    expire_leases(store)  # the crashed mover's leases run out
     report = recover(store)
     assert not report.busy
     assert_invariant(store, specs)
@@ -122,6 +123,7 @@ def test_recover_after_commit_finishes_the_move(store):
     specs = boot(store, 2)
     with armed("after_commit"), pytest.raises(FailpointHit):
         move_specs(store, specs, "cell2")
+    expire_leases(store)
     report = recover(store)
     assert sorted(report.finished) == sorted(specs)
     assert {store.location(k).database for k in specs} == {"cell2"}
@@ -135,6 +137,7 @@ def test_recover_before_commit_rolls_the_move_back(store):
     stored = store.get(key)
     with pytest.raises(SpecMovingError):  # sealed: writes wait for the move or recovery
         store.save(stored.spec, expected_version=stored.version)
+    expire_leases(store)
     report = recover(store)
     assert sorted(report.rolled_back) == sorted(specs)
     assert {store.location(k).database for k in specs} == {API}
@@ -299,40 +302,25 @@ def test_one_failing_spec_does_not_lose_or_duplicate_the_others(store):
     assert_invariant(store, specs)
 
 
-# --- creates into a cell: a move from nowhere, with the same commit point ----------------
+# --- creates into a cell and recover(): found by their lease, without a full scan --------
 
 
-def test_create_into_a_cell_interrupted_before_its_commit_point_is_rolled_back(store):
-    specs = [sample_spec() for _ in range(3)]
-    keys = [s.instance_uuid for s in specs]
-    with armed("create_before_commit"), pytest.raises(FailpointHit):
-        store.create(specs, database="cell1")
-    # Hidden rows without a location: invisible to reads, found by their move id.
-    assert {r[1] for k in keys for r in rows_everywhere(store.topology, k)} == {"incoming"}
-    assert store.locations(keys) == {}
-    report = recover(store)
-    assert sorted(report.rolled_back) == sorted(keys) and not report.busy
-    assert all(rows_everywhere(store.topology, k) == [] for k in keys)
-    assert verify(store).ok
-    # Never acknowledged, so nothing is in the way of creating them again.
-    store.create(specs, database="cell1")
-    assert_invariant(store, {s.instance_uuid: s for s in specs})
-
-
-def test_create_into_a_cell_interrupted_after_its_commit_point_is_finished(store):
-    specs = [sample_spec() for _ in range(3)]
-    keys = [s.instance_uuid for s in specs]
-    with armed("create_after_commit"), pytest.raises(FailpointHit):
-        store.create(specs, database="cell2")
-    # Committed: readable through the location at once, then made live by recover().
-    assert store.get(keys[0]).database == "cell2"
-    report = recover(store)
-    assert sorted(report.finished) == sorted(keys)
-    assert_invariant(store, {s.instance_uuid: s for s in specs})
+def test_create_into_a_cell_interrupted_before_its_locations_is_found_and_adopted(store):
+    specs = {s.instance_uuid: s for s in (sample_spec() for _ in range(3))}
+    with armed("create_after_rows"), pytest.raises(FailpointHit):
+        store.create(list(specs.values()), database="cell1")
+    # Rows in the cell, no location yet: the creator (crashed) still holds its leases.
+    assert store.locations(specs) == {}
+    assert all(rows_everywhere(store.topology, k)[0][:2] == ("cell1", "live") for k in specs)
+    assert sorted(recover(store).busy) == sorted(specs)  # it may only be slow: hands off
+    expire_leases(store)
+    report = recover(store)  # in-flight only: the expired leases lead to the rows
+    assert sorted(report.adopted) == sorted(specs) and not report.busy
+    assert_invariant(store, specs)
     assert recover(store).changed == 0
 
 
-def test_recover_with_nothing_in_flight_reads_only_the_move_id_indexes(store, monkeypatch):
+def test_recover_with_nothing_in_flight_reads_only_what_is_in_flight(store, monkeypatch):
     boot(store, 4)
     move_specs(store, list(boot(store, 3)), "cell1")
     seen = []
@@ -346,5 +334,6 @@ def test_recover_with_nothing_in_flight_reads_only_the_move_id_indexes(store, mo
     report = recover(store)
     monkeypatch.undo()
     assert report.changed == 0 and not report.busy
-    reads = [q for q in seen if b"request_specs" in q or b"spec_locations" in q]
-    assert reads and all(b"move_id IS NOT NULL" in q for q in reads), reads
+    # The lease table (only what is in flight) and the partial indexes on move_id.
+    reads = [q for q in seen if b"FROM" in q]
+    assert reads and all(b"move_id IS NOT NULL" in q or b"FROM move_leases" in q for q in reads), reads

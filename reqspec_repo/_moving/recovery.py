@@ -1,13 +1,17 @@
 """recover() finishes or rolls back interrupted moves; verify() checks consistency.
 
-recover() looks at what is in flight: every operation that can be interrupted (a move's
-seal, copy and commit, a create into a cell) marks what it touches with its move id
-until it is done, and those marks are found through the partial indexes on move_id, so
-recover() costs the work in flight, not the size of the databases. verify() and
-``recover(full=True)`` cross-check every location record against the rows of every
-database, range by range. recover() then works only on instances whose advisory lock it
-can take (so a move in progress is left alone), re-reads their state under the lock,
-and resolves it:
+recover() looks only at what is in flight, so it costs the work interrupted, not the
+size of the databases: every operation that can be interrupted leaves a durable mark
+until it is done - its leases (``move_leases``: moves, creates into a cell, destroys,
+recover() itself), the move id on the rows it sealed or copied, the move id on the
+locations it committed - and those are read through small indexes (the lease table's
+key, the partial indexes on move_id). verify() and ``recover(full=True)`` cross-check
+every location record against the rows of every database, range by range.
+
+Both then work only on instances whose lease they can claim: a move in progress holds
+an unexpired lease and is left alone (reported busy); the lease of a mover that died
+expires after ``move_lease_ms`` and is taken over. recover() re-reads the state under
+the lease and resolves it:
 
 * a location carrying a move id (crash after the commit point): finish - promote the
   target's incoming copy, delete the outgoing copy elsewhere, clear the move id;
@@ -16,10 +20,15 @@ and resolves it:
   target's incoming copy) are deleted - the move is rolled back;
 * a location naming a database without the spec is re-pointed at the best copy found
   (live first, then highest version), or removed when no copy exists (``dangling``);
-* rows without any location record: hidden (incoming) rows are a create into a cell
-  (or a move of a destroyed instance) that never reached its commit point, and are
-  deleted; live or outgoing ones (written without a location, found by the full check)
-  are adopted.
+* rows without any location record (a create into a cell that crashed before its
+  locations were written: found by its expired lease) are adopted when one of them is
+  live or outgoing; incoming-only leftovers of a destroyed instance are deleted.
+
+Each change to a row is conditioned on the row being as it was read (state, move id,
+version), so a decision that went stale (recover() stalled past its own lease) changes
+nothing. Every statement checks out its connection and gives it back before the next;
+the data access is in :mod:`reqspec_repo._store.move_rows` and
+:mod:`reqspec_repo._store.leases`.
 """
 
 from __future__ import annotations
@@ -28,42 +37,26 @@ import contextlib
 import enum
 import uuid as uuid_mod
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import attrs
-import psycopg
-from psycopg.rows import class_row
 
 from .._errors import ReqSpecError
-from .._store.config import API
+from .._store.leases import LeasePurpose, Leases
 from .._store.locations import Location, SpecStore
-from .._store.queries import query
+from .._store.move_rows import MoveRows, RowState
 from .chunking import chunks
 
-Conn = psycopg.Connection[tuple[object, ...]]
-#: Suspects locked per round: session advisory locks use shared lock-table slots.
-LOCK_ROUND = 500
-_LOCATION = class_row(Location)
-_LOCATIONS_IN_MOVE = query("spec_locations", "list_locations_in_move")
-_ROWS_IN_MOVE = query("request_specs", "list_rows_in_move")
-_RANGE_LOCATIONS = query("spec_locations", "range_locations")
-_RANGE_ROW_STATES = query("request_specs", "range_row_states")
-_ESTIMATE_ROWS = query("request_specs", "estimate_rows")
-_COUNT_ALL = query("request_specs", "count_all_rows")
-#: Rows per range of the full cross-check (its memory bound, about 16 bytes a row per
-#: database, times a few for the sets).
+#: Suspects claimed per round: one lease statement, one re-read per database.
+CLAIM_ROUND = 500
+#: Rows per range of the full cross-check: its memory bound (16 bytes a row per
+#: database, a few times over for the sets).
 RANGE_ROWS = 50_000
-_GET_ROW_STATES = query("request_specs", "get_row_states")
-_TRY_LOCK = query("spec_locations", "try_lock_instances")
-_UNLOCK_ALL = query("spec_locations", "unlock_all")
 
-
-@attrs.frozen
-class RowState:
-    database: str
-    state: str  # live | incoming | outgoing
-    move_id: str | None
-    version: int
+__all__ = [
+    "Outcome", "Problem", "ProblemKind", "RecoveryReport", "RowState", "VerifyReport",
+    "recover", "verify",
+]
 
 
 class ProblemKind(enum.StrEnum):
@@ -135,61 +128,50 @@ class RecoveryReport:
 class _Scanner:
     def __init__(self, store: SpecStore) -> None:
         self.store = store
-        self.connections = store.repo.connections
+        self.rows = MoveRows(store.repo.connections)
+        self.leases = Leases(store.repo.connections)
         self.names = store.topology.database_names
 
     def in_flight(self) -> list[str]:
-        """Instances an operation left in flight: locations carrying a move id (a move or
-        create committed, cleanup unfinished) and rows carrying one in any database (sealed
-        sources, hidden copies, creates into a cell before their commit point). Read
-        through the partial indexes on move_id: the cost is what is in flight."""
-        found: dict[str, None] = {}
-        with self.connections.connection(API) as conn:
-            found.update((str(r.instance_uuid), None) for r in _LOCATIONS_IN_MOVE.many(conn))
+        """Instances an operation left in flight: those with a lease (held or expired),
+        a location carrying a move id (committed, cleanup unfinished) or a row carrying
+        one in any database (a sealed source, a hidden copy). Each read goes through a
+        small index, so the cost is what is in flight, one connection at a time."""
+        found: dict[str, None] = dict.fromkeys(self.leases.leased())
+        found.update(dict.fromkeys(self.rows.locations_in_move()))
         for name in self.names:
-            with self.connections.connection(name) as conn:
-                found.update((str(r.instance_uuid), None) for r in _ROWS_IN_MOVE.many(conn))
+            found.update(dict.fromkeys(self.rows.rows_in_move(name)))
         return sorted(found)
 
     def suspects(self) -> tuple[list[str], int, dict[str, int]]:
         """The full cross-check: instances with a problem, the number of locations, and
         rows per database.
 
-        The uuid space is cut into ranges sized from the largest table (about
-        ``RANGE_ROWS`` rows each); per range, every database returns its uuids per move
-        state and the API database its locations per (database, settled), packed as
-        16-byte values, and plain set arithmetic finds the instances that are not live in
-        exactly the one database their settled location names. Memory is bounded by one
-        range; only suspects are kept."""
-        ranges = self._ranges()
+        The uuid space is cut into ranges of about ``RANGE_ROWS`` rows of the largest
+        table; per range every database gives its uuids per move state and the API
+        database its locations per (database, settled), packed as 16-byte values, and set
+        arithmetic finds the instances that are not live in exactly the one database their
+        settled location names. Memory is bounded by one range and only suspects are
+        kept; one connection at a time."""
         found: list[str] = []
         locations = 0
         counts: dict[str, int] = dict.fromkeys(self.names, 0)
-        for low, high in ranges:
-            params = {"low": low, "high": high}
+        for low, high in self._ranges():
             located: dict[tuple[str, bool], set[bytes]] = {}
-            with self.connections.connection(API) as conn:
-                for r in _RANGE_LOCATIONS.many(conn, params):
-                    located[(r.database, r.settled)] = _unpack(r.uuids)
-                    locations += r.n
+            for packed in self.rows.range_locations(low, high):
+                located[(packed.database, packed.settled)] = _unpack(packed.uuids)
+                locations += packed.n
             rows: dict[str, dict[str, set[bytes]]] = {}
             for name in self.names:
-                with self.connections.connection(name) as conn:
-                    for r in _RANGE_ROW_STATES.many(conn, params):
-                        rows.setdefault(name, {})[r.move_state] = _unpack(r.uuids)
-                        counts[name] += r.n
+                for states in self.rows.range_states(name, low, high):
+                    rows.setdefault(name, {})[states.state] = _unpack(states.uuids)
+                    counts[name] += states.n
             found.extend(str(uuid_mod.UUID(bytes=b)) for b in sorted(_range_suspects(located, rows)))
         return found, locations, counts
 
     def _ranges(self) -> list[tuple[str, str]]:
         """Consecutive inclusive uuid ranges covering the whole uuid space."""
-        largest = 0
-        for name in self.names:
-            with self.connections.connection(name) as conn:
-                estimate = int(_ESTIMATE_ROWS.scalar(conn) or 0)
-                if estimate < 0:  # never analyzed: count once
-                    estimate = int(_COUNT_ALL.scalar(conn) or 0)
-            largest = max(largest, estimate)
+        largest = max(self.rows.estimate_rows(name) for name in self.names)
         n = 1
         while n * RANGE_ROWS < largest and n < 1 << 16:
             n *= 2
@@ -200,10 +182,9 @@ class _Scanner:
 
     def rows_of(self, uuids: list[str]) -> dict[str, list[RowState]]:
         found: dict[str, list[RowState]] = defaultdict(list)
-        for name in self.names:
-            with self.connections.connection(name) as conn:
-                for r in _GET_ROW_STATES.many(conn, {"instance_uuids": uuids}):
-                    found[str(r.instance_uuid)].append(RowState(name, r.move_state, _opt(r.move_id), r.version))
+        for name in self.store.topology.database_names:
+            for key, rows in self.rows.states(name, uuids).items():
+                found[key].extend(rows)
         return found
 
 
@@ -233,10 +214,6 @@ def _range_suspects(located: dict[tuple[str, bool], set[bytes]], rows: dict[str,
     return everything - (clean - elsewhere)
 
 
-def _opt(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
 def _problems_of(key: str, loc: Location | None, rows: list[RowState]) -> list[Problem]:
     if loc is None:
         return [Problem(ProblemKind.ORPHAN, key, f"spec rows in {sorted(r.database for r in rows)} but no location record")]
@@ -260,30 +237,34 @@ def _problems_of(key: str, loc: Location | None, rows: list[RowState]) -> list[P
 
 
 @contextlib.contextmanager
-def _locks(store: SpecStore, uuids: list[str]) -> Iterator[set[str]]:
-    """Try-lock the instances on one API connection; yields those locked."""
-    with store.repo.connections.connection(API) as api:
-        try:
-            got = {str(r.instance_uuid) for r in _TRY_LOCK.many(api, {"instance_uuids": uuids})}
-            yield got
-        finally:
-            with contextlib.suppress(psycopg.Error, ReqSpecError):
-                if not api.closed:
-                    _UNLOCK_ALL.exec(api)
+def _claimed(store: SpecStore, uuids: list[str], purpose: LeasePurpose) -> Iterator[set[str]]:
+    """Claim the leases of these instances; yields those claimed (the others are busy:
+    a move or recovery holds them) and releases them at the end. No connection is held
+    in between."""
+    leases = Leases(store.repo.connections)
+    holder = str(uuid_mod.uuid4())
+    got = leases.claim(uuids, holder, purpose)
+    try:
+        yield got
+    finally:
+        with contextlib.suppress(ReqSpecError):
+            leases.release(got, holder)
 
 
 def verify(store: SpecStore) -> VerifyReport:
-    """Read-only consistency check across the API database and every cell."""
+    """Consistency check across the API database and every cell; it changes no spec or
+    location (it only takes and gives back leases, to judge each instance unmoving)."""
     scan = _Scanner(store)
     suspects, locations, counts = scan.suspects()
     problems: list[Problem] = []
     busy: list[str] = []
-    for chunk in chunks(suspects, LOCK_ROUND):
-        with _locks(store, chunk) as locked:
-            fresh_locs = store.locations(chunk)
-            fresh_rows = scan.rows_of(chunk)
+    for chunk in chunks(suspects, CLAIM_ROUND):
+        with _claimed(store, chunk, LeasePurpose.VERIFY) as claimed:
+            mine = [k for k in chunk if k in claimed]
+            fresh_locs = store.locations(mine) if mine else {}
+            fresh_rows = scan.rows_of(mine) if mine else {}
             for key in chunk:
-                if key not in locked:
+                if key not in claimed:
                     busy.append(key)
                     continue
                 problems.extend(_problems_of(key, fresh_locs.get(key), fresh_rows.get(key, [])))
@@ -291,83 +272,79 @@ def verify(store: SpecStore) -> VerifyReport:
 
 
 def recover(store: SpecStore, *, full: bool = False) -> RecoveryReport:
-    """Finish or roll back every interrupted move (and create into a cell); idempotent,
-    safe beside running moves.
+    """Finish or roll back every interrupted move (and create into a cell, and destroy)
+    whose lease is free or expired; idempotent, safe beside running moves (their
+    unexpired leases are left alone).
 
-    By default only what is in flight is looked at (the move ids in the location records
-    and in every database, through their partial indexes), so it costs what was
-    interrupted, not the size of the databases. ``full=True`` first runs the full
-    cross-check of :func:`verify` and also repairs what no interrupted operation explains
-    (specs written without a location record, duplicates, locations naming nothing)."""
+    By default only what is in flight is looked at (see the module's docstring), so it
+    costs the work interrupted, not the size of the databases. ``full=True`` first runs
+    the full cross-check of :func:`verify` and also repairs what no interrupted operation
+    explains (specs written without a location record, duplicates, locations naming
+    nothing)."""
     scan = _Scanner(store)
     suspects = scan.suspects()[0] if full else scan.in_flight()
     report = RecoveryReport([], [], [], [], [], [])
-    for chunk in chunks(suspects, LOCK_ROUND):
-        with _locks(store, chunk) as locked:
-            mine = [k for k in chunk if k in locked]
-            report.busy.extend(k for k in chunk if k not in locked)
+    for chunk in chunks(suspects, CLAIM_ROUND):
+        with _claimed(store, chunk, LeasePurpose.RECOVER) as claimed:
+            mine = [k for k in chunk if k in claimed]
+            report.busy.extend(k for k in chunk if k not in claimed)
             if not mine:
                 continue
             fresh_locs = store.locations(mine)
             fresh_rows = scan.rows_of(mine)
             for key in mine:
-                report.record(_resolve(store, key, fresh_locs.get(key), fresh_rows.get(key, [])), key)
+                loc, rows = fresh_locs.get(key), fresh_rows.get(key, [])
+                if (loc is None and not rows) or not _problems_of(key, loc, rows):
+                    continue  # e.g. a lease left by a crash before the first write: nothing to undo
+                report.record(_resolve(scan, key, loc, rows), key)
     return report
 
 
-def _exec(store: SpecStore, database: str, name: str, table: str, params: Mapping[str, object]) -> None:
-    with store.repo.connections.connection(database) as conn:
-        query(table, name).run(conn, params)
-
-
-def _resolve(store: SpecStore, key: str, loc: Location | None, rows: list[RowState]) -> Outcome:
-    """Bring one locked instance to its one live copy; returns the report field to count it in."""
+def _resolve(scan: _Scanner, key: str, loc: Location | None, rows: list[RowState]) -> Outcome:
+    """Bring one claimed instance to its one live copy; returns how it was counted."""
+    moves = scan.rows
     if loc is None:
         if all(r.state == "incoming" for r in rows):
-            # A create into a cell (or a move of a since destroyed instance) that never
-            # reached its commit point: nothing was acknowledged, nothing to adopt.
-            for r in rows:
-                _exec(store, r.database, "delete_any_row", "request_specs", {"instance_uuid": key})
-            return Outcome.ROLLED_BACK
+            for r in rows:  # copies of a destroyed instance: nothing to adopt
+                moves.delete_if_seen(key, r)
+            return Outcome.REPAIRED
         best = max(rows, key=lambda r: (r.state == "live", r.version))
-        _exec(store, API, "insert_locations", "spec_locations",
-              {"instance_uuids": [key], "database_name": best.database})
-        _normalize(store, key, Location(key, best.database, 1), rows)
+        if not moves.adopt(key, best.database):
+            return Outcome.BUSY  # a location appeared meanwhile: judged next time
+        _normalize(scan, key, Location(key, best.database, 1), rows)
         return Outcome.ADOPTED
     if loc.move_id is not None:  # committed: finish the move
-        batch = {"instance_uuids": [key], "move_id": loc.move_id}
-        _exec(store, loc.database, "promote_incoming", "request_specs", batch)
+        moves.promote(loc.database, [key], loc.move_id)
         for r in rows:
             if r.database != loc.database and r.move_id == loc.move_id:
-                _exec(store, r.database, "delete_outgoing", "request_specs", batch)
-        _exec(store, API, "clear_moves", "spec_locations", batch)
+                moves.drop_outgoing(r.database, [key], loc.move_id)
+        moves.finish([key], loc.move_id)
         # Whatever else is left (copies from older crashes) is tidied the same way.
-        fresh = store.locations([key]).get(key)
-        after = _Scanner(store).rows_of([key]).get(key, [])
+        fresh = scan.store.locations([key]).get(key)
+        after = scan.rows_of([key]).get(key, [])
         if fresh is not None and _problems_of(key, fresh, after):
-            _normalize(store, key, fresh, after)
+            _normalize(scan, key, fresh, after)
         return Outcome.FINISHED
     sealed_at_home = any(r.database == loc.database and r.state == "outgoing" for r in rows)
-    outcome = _normalize(store, key, loc, rows)
+    outcome = _normalize(scan, key, loc, rows)
     return Outcome.ROLLED_BACK if sealed_at_home and outcome == Outcome.REPAIRED else outcome
 
 
-def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState]) -> Outcome:
+def _normalize(scan: _Scanner, key: str, loc: Location, rows: list[RowState]) -> Outcome:
     """Make the row the location names the live one and delete every other copy."""
-    one = {"instance_uuid": key}
+    moves = scan.rows
     home = [r for r in rows if r.database == loc.database]
     if not home:
         if not rows:
-            _exec(store, API, "delete_location", "spec_locations", one)
+            moves.remove_location(key)
             return Outcome.DANGLING_REMOVED
         best = max(rows, key=lambda r: (r.state == "live", r.version))
-        _exec(store, API, "repoint_location", "spec_locations",
-              {"instance_uuid": key, "database_name": best.database})
+        moves.repoint(key, best.database)
         home = [best]
     keep = home[0]
     if keep.state != "live":
-        _exec(store, keep.database, "set_row_live", "request_specs", one)
+        moves.make_live_if_seen(key, keep)
     for r in rows:
         if r.database != keep.database:
-            _exec(store, r.database, "delete_any_row", "request_specs", one)
+            moves.delete_if_seen(key, r)
     return Outcome.REPAIRED

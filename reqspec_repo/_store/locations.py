@@ -8,19 +8,29 @@ Moves between databases are in :mod:`reqspec_repo._moving.moves`.
 
 from __future__ import annotations
 
+import contextlib
 import uuid as uuid_mod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.rows import class_row
 
-from .._errors import LocationNotFoundError, SpecNotFoundError
+from .._errors import (
+    BatchError,
+    LocationNotFoundError,
+    MoveInProgressError,
+    ReqSpecError,
+    SpecExistsError,
+    SpecNotFoundError,
+)
 from .._spec import codec
 from .._spec.model import RequestSpec
 from .._store.config import API
 from .._store.context import RequestContext
+from .._store.leases import LeasePurpose, Leases
 from .._store.queries import Query, query
 from .._store.repository import RequestSpecRepository, StoredSpec, normalize_uuid
 from ..testing.failpoints import failpoint
@@ -44,14 +54,9 @@ class Location:
 _LOCATION = class_row(Location)
 _GET_LOCATION = query("spec_locations", "get_location")
 _GET_LOCATIONS = query("spec_locations", "get_locations")
-_LOCK_INSTANCE = query("spec_locations", "lock_instance_for_transaction")
-_LOCK_INSTANCES = query("spec_locations", "lock_instances_for_transaction")
 _INSERT_LOCATIONS = query("spec_locations", "insert_locations")
-_INSERT_PENDING_LOCATIONS = query("spec_locations", "insert_pending_locations")
-_PROMOTE_INCOMING = query("request_specs", "promote_incoming")
-_CLEAR_MOVES = query("spec_locations", "clear_moves")
-_RELAX_DURABILITY = query("_session", "relax_commit_durability")
-_DELETE_LOCATION = query("spec_locations", "delete_location")
+_INSERT_LOCATIONS_RELEASING = query("spec_locations", "insert_locations_releasing")
+_DELETE_LOCATION_RELEASING = query("spec_locations", "delete_location_releasing")
 _GET_COMMITTED = query("request_specs", "get_committed_by_instance_uuid")
 _DELETE_ANY_ROW = query("request_specs", "delete_any_row")
 _UUIDS_AFTER = query("request_specs", "list_instance_uuids_after")
@@ -60,19 +65,15 @@ _COUNT_SPECS = query("request_specs", "count_specs")
 _BEFORE_ALL = "00000000-0000-0000-0000-000000000000"
 
 
-def relaxed(conn: Conn, q: Query, params: Mapping[str, object]) -> None:
-    """One cleanup statement in a transaction that does not wait for the WAL flush,
-    pipelined into a single round trip: for steps that recover() redoes from durable state
-    if a server crash loses them."""
-    with conn.pipeline(), conn.transaction():
-        _RELAX_DURABILITY.exec(conn)
-        q.run(conn, params)
+class _LocationsExist(Exception):
+    """Some of the instances being created already have a location record."""
 
 
-def lock_instance(conn: Conn, instance_uuid: str) -> None:
-    """Wait (bounded by lock_timeout) until no mover or recovery holds this instance; the
-    lock lasts until the end of the caller's transaction."""
-    _LOCK_INSTANCE.exec(conn, {"instance_uuid": instance_uuid})
+def _insert_locations(conn: Conn, q: Query, params: dict[str, object]) -> None:
+    try:
+        q.exec(conn, params)
+    except pg_errors.UniqueViolation:
+        raise _LocationsExist() from None
 
 
 class SpecStore:
@@ -91,41 +92,56 @@ class SpecStore:
         """Store new specs (one, or a sequence) and their location records, all or nothing.
 
         In the API database (the default, as at boot before scheduling) both go in one
-        transaction. Into a cell it runs like a move from nowhere, with a fresh move id M:
-        the API transaction holds the instances' locks and the location rows (naming the
-        cell and carrying M) while the specs are written to the cell as hidden rows
-        carrying M; the API commit is the commit point; then the cell rows are made live
-        and M is cleared (without waiting for the WAL flush). A crash before the commit
-        point leaves hidden rows without a location, which ``recover()`` finds by their
-        move id (no full scan) and deletes (the create was never acknowledged); after it,
-        a location carrying M, which ``recover()`` finishes. Never a location pointing at
-        nothing; reads through the location find the spec from the commit point on."""
+        transaction. Into a cell, no connection is held while another is awaited: the
+        instances' leases are claimed (API), the specs written to the cell, then the
+        locations written and the leases released in one API statement. A crash in
+        between leaves at most an unacknowledged spec row without a location, which
+        ``recover()`` adopts once the lease expired; never a location pointing at nothing."""
         if isinstance(specs, RequestSpec):
             specs = [specs]
         uuids = [s.instance_uuid for s in specs]
-        params = {"instance_uuids": uuids, "database_name": database}
         self.topology.database(database)  # unknown cell: ConfigError before any write
         if database == API:
-            with self.repo.unit_of_work(RequestContext(API)) as uow:
-                _LOCK_INSTANCES.exec(uow.conn, params)
-                _INSERT_LOCATIONS.exec(uow.conn, params)
-                stored = uow.create_many(specs)
-                uow.commit()
+            try:
+                with self.repo.unit_of_work(RequestContext(API)) as uow:
+                    _insert_locations(uow.conn, _INSERT_LOCATIONS, {"instance_uuids": uuids, "database_name": API})
+                    stored = uow.create_many(specs)
+                    uow.commit()
+            except _LocationsExist:
+                raise self._already_located(uuids) from None
             return stored
-        move_id = str(uuid_mod.uuid4())
-        pending = {**params, "move_id": move_id}
-        with self.repo.unit_of_work(RequestContext(API)) as uow:
-            _LOCK_INSTANCES.exec(uow.conn, params)
-            _INSERT_PENDING_LOCATIONS.exec(uow.conn, pending)
-            stored = self.repo.create_hidden(RequestContext(database), specs, move_id)
-            failpoint("create_before_commit")
-            uow.commit()
-        failpoint("create_after_commit")
-        with self.repo.connections.connection(database) as conn:
-            relaxed(conn, _PROMOTE_INCOMING, pending)
-        with self.repo.connections.connection(API) as conn:
-            relaxed(conn, _CLEAR_MOVES, pending)
+        leases = Leases(self.repo.connections)
+        holder = str(uuid_mod.uuid4())
+        claimed = leases.claim(uuids, holder, LeasePurpose.CREATE)
+        try:
+            busy = [u for u in uuids if u not in claimed]
+            if busy:  # recover() is adopting an earlier copy of these instances
+                raise BatchError({u: MoveInProgressError(u) for u in busy})
+            stored = self.repo.create_many(RequestContext(database), specs)
+            failpoint("create_after_rows")
+            try:
+                with self.repo.connections.connection(API) as api:
+                    _insert_locations(api, _INSERT_LOCATIONS_RELEASING, {
+                        "instance_uuids": uuids, "database_name": database, "holder": holder,
+                    })
+            except _LocationsExist:
+                # Already located elsewhere: the rows just written are nobody's; they go.
+                for key in uuids:
+                    with self.repo.connections.connection(database) as conn:
+                        _DELETE_ANY_ROW.exec(conn, {"instance_uuid": key})
+                raise self._already_located(uuids) from None
+        except Exception:
+            # An ordinary failure: the leases go back at once. A crash (or a failpoint
+            # standing for one) keeps them, so that recover() finds the rows by their
+            # lease once it expired, without a full scan.
+            with contextlib.suppress(ReqSpecError):
+                leases.release(claimed, holder)
+            raise
         return stored
+
+    def _already_located(self, uuids: list[str]) -> BatchError:
+        located = self.locations(uuids)
+        return BatchError({k: SpecExistsError(k, loc.database) for k, loc in located.items()})
 
     def location(self, instance_uuid: str | uuid_mod.UUID) -> Location:
         key = normalize_uuid(instance_uuid)
@@ -190,13 +206,18 @@ class SpecStore:
     def destroy(self, instance_uuid: str | uuid_mod.UUID) -> bool:
         """Delete the spec and its location, wherever it lives; False if already gone.
 
-        Takes the instance's lock first, so it waits for a move in progress to finish;
-        copies left by an interrupted move are deleted too."""
+        Claims the instance's lease first, so it waits (up to ``lock_timeout_ms``, then
+        MoveInProgressError) for a move in progress to finish; copies left by an
+        interrupted move are deleted too. One connection at a time."""
         key = normalize_uuid(instance_uuid)
-        with self.repo.unit_of_work(RequestContext(API)) as uow:
-            lock_instance(uow.conn, key)
-            if _GET_LOCATION.one(uow.conn, {"instance_uuid": key}) is None:
-                uow.commit()
+        leases = Leases(self.repo.connections)
+        holder = str(uuid_mod.uuid4())
+        wait_s = self.topology.settings.lock_timeout_ms / 1000
+        if not leases.claim_waiting(key, holder, LeasePurpose.DESTROY, wait_s):
+            raise MoveInProgressError(key)
+        try:
+            if key not in self.locations([key]):
+                leases.release([key], holder)
                 return False
             for name in self.topology.database_names:
                 # Every database, since a move interrupted before its commit point leaves
@@ -205,6 +226,10 @@ class SpecStore:
                 # reports and recover() removes; never an orphan spec.
                 with self.repo.connections.connection(name) as conn:
                     _DELETE_ANY_ROW.exec(conn, {"instance_uuid": key})
-            _DELETE_LOCATION.one(uow.conn, {"instance_uuid": key})
-            uow.commit()
+            with self.repo.connections.connection(API) as api:
+                _DELETE_LOCATION_RELEASING.one(api, {"instance_uuid": key, "holder": holder})
+        except Exception:
+            with contextlib.suppress(ReqSpecError):
+                leases.release([key], holder)
+            raise
         return True

@@ -41,6 +41,7 @@ from .._store.context import RequestContext
 from .._store.documents import as_jsonb
 from .._store.pools import Connections, GuardedConnection, translated_errors
 from .._store.queries import query
+from .._store.roundtrips import bounded
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,6 @@ STREAM_CHUNK_ROWS = 200
 
 _INSERT_SPEC = query("request_specs", "insert_spec")
 _COPY_SPECS_IN = query("request_specs", "copy_specs_in")
-_COPY_HIDDEN_SPECS_IN = query("request_specs", "copy_hidden_specs_in")
 _LIST_EXISTING = query("request_specs", "list_existing_instance_uuids")
 _GET_BY_UUID = query("request_specs", "get_by_instance_uuid")
 _GET_MANY = query("request_specs", "get_many_by_instance_uuids")
@@ -173,13 +173,13 @@ class SpecSession:
         assert row is not None
         return StoredSpec(spec, row.version, self.database.name)
 
-    def create_many(self, specs: Sequence[RequestSpec], *, hidden_move_id: str | None = None) -> list[StoredSpec]:
+    def create_many(self, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
         if not specs:
             return []
         with _gc_paused():
-            return self._create_many(specs, hidden_move_id)
+            return self._create_many(specs)
 
-    def _create_many(self, specs: Sequence[RequestSpec], hidden_move_id: str | None = None) -> list[StoredSpec]:
+    def _create_many(self, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
         docs: list[bytes] = []  # bytes, not wrappers: nothing here for the GC to track
         failures: dict[str, Exception] = {}
         seen: set[str] = set()
@@ -206,18 +206,11 @@ class SpecSession:
         try:
             version = codec.SCHEMA_VERSION
             with guard, self.conn.cursor() as cur:
-                if hidden_move_id is None:
-                    with _COPY_SPECS_IN.copy(cur) as copy:
-                        copy.set_types(["uuid", "jsonb", "int4"])
-                        write_row = copy.write_row
-                        for key, doc in zip(uuids, docs, strict=True):
-                            write_row((uuid_mod.UUID(key), as_jsonb(doc), version))
-                else:
-                    move_id = uuid_mod.UUID(hidden_move_id)
-                    with _COPY_HIDDEN_SPECS_IN.copy(cur) as copy:
-                        copy.set_types(["uuid", "jsonb", "int4", "text", "uuid"])
-                        for key, doc in zip(uuids, docs, strict=True):
-                            copy.write_row((uuid_mod.UUID(key), as_jsonb(doc), version, "incoming", move_id))
+                with _COPY_SPECS_IN.copy(cur) as copy:
+                    copy.set_types(["uuid", "jsonb", "int4"])
+                    write_row = copy.write_row
+                    for key, doc in zip(uuids, docs, strict=True):
+                        write_row((uuid_mod.UUID(key), as_jsonb(doc), version))
         except pg_errors.UniqueViolation:
             existing: list[Any] = _LIST_EXISTING.many(self.conn, {"instance_uuids": uuids})
             raise BatchError(
@@ -308,7 +301,7 @@ class UnitOfWork(SpecSession):
         self.committed = False
 
     def commit(self) -> None:
-        self.conn.commit()
+        bounded(self.conn, self.conn.commit)
         self.committed = True
 
     def rollback(self) -> None:
@@ -394,12 +387,6 @@ class RequestSpecRepository:
     def create_many(self, context: RequestContext, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
         """Store many new specs in one round trip: all of them, or none (BatchError)."""
         return self._run(context, lambda s: s.create_many(specs))
-
-    def create_hidden(self, context: RequestContext, specs: Sequence[RequestSpec], move_id: str) -> list[StoredSpec]:
-        """Like :meth:`create_many`, but the rows are hidden ('incoming', carrying
-        ``move_id``) until made live: the first step of ``SpecStore.create`` into a cell,
-        whose commit point is the location record in the API database."""
-        return self._run(context, lambda s: s.create_many(specs, hidden_move_id=move_id))
 
     def get(self, context: RequestContext, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         """The live spec of an instance; SpecNotFoundError if there is none there."""

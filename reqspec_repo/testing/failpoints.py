@@ -24,9 +24,9 @@ MOVE_FAILPOINTS = (
     "after_cleanup",
 )
 
-#: In ``SpecStore.create`` into a cell: the hidden rows are written, the location is not
-#: committed yet / the location is committed, the rows are not live yet.
-CREATE_FAILPOINTS = ("create_before_commit", "create_after_commit")
+#: In ``SpecStore.create`` into a cell: the rows are written there, the locations (its
+#: commit point, in the API database) are not.
+CREATE_FAILPOINTS = ("create_after_rows",)
 
 Action = str | Callable[[], None]
 _armed: dict[str, Action] = {}
