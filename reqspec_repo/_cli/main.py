@@ -296,8 +296,8 @@ def cmd_move(args: argparse.Namespace, topology: Topology) -> int:
         raise UsageError("give instance uuids or --from DATABASE, not both")
     if not args.source and not args.instance_uuids:
         raise UsageError("nothing to move: give instance uuids or --from DATABASE")
-    if args.chunk_size < 1:
-        raise UsageError("--chunk-size must be at least 1")
+    if args.chunk_size < 1 or args.workers < 1:
+        raise UsageError("--chunk-size and --workers must be at least 1")
     if args.source:
         return _move_database(args, topology)
     from .._moving.moves import move_specs
@@ -328,7 +328,8 @@ def _move_database(args: argparse.Namespace, topology: Topology) -> int:
         topology.database(args.to)  # an unknown target fails before counting anything
         progress = _Progress(store.count_in(args.source))
         try:
-            summary = move_database(store, args.source, args.to, progress=progress, chunk_size=args.chunk_size)
+            summary = move_database(store, args.source, args.to, progress=progress,
+                                    chunk_size=args.chunk_size, workers=args.workers)
         finally:
             progress.close()
     seconds = progress.elapsed
@@ -483,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="move every spec stored in this database (streamed: bounded memory; "
                    "specs that cannot move are listed and the exit code is 1)")
     p.add_argument("--chunk-size", type=int, default=500, help="specs per batch (default 500)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="with --from: pages of specs moved at once (default 2)")
 
     p = add(
         "recover", cmd_recover,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Sequence
 
@@ -156,17 +157,56 @@ class Mover:
         *,
         progress: Progress | None = None,
         source: str | None = None,
+        workers: int = 1,
     ) -> MoveSummary:
         """Move the specs of each page in turn (each page in chunks of ``chunk_size``);
-        memory is bounded by one page whatever the number of pages. ``source`` as in
-        :meth:`move`."""
+        memory is bounded by ``workers`` pages whatever the number of pages. With several
+        workers, pages move concurrently (each chunk is its own move with its own leases,
+        so they do not interfere): the source, the target and the API database each work
+        while the others wait for their WAL flush. ``source`` as in :meth:`move`."""
         self.topology.database(target)
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        lock = threading.Lock()
+        feed = iter(pages)
         moved = 0
         failed: dict[str, ReqSpecError] = {}
-        for page in pages:
-            result = self.move(page, target, progress=progress, source=source)
-            moved += len(result.moved)
-            failed.update(result.failed)
+        errors: list[BaseException] = []
+
+        def counted(n: int) -> None:
+            if progress is not None:
+                with lock:
+                    progress(n)
+
+        def work() -> None:
+            nonlocal moved
+            while True:
+                with lock:
+                    if errors:
+                        return
+                    page = next(feed, None)
+                if page is None:
+                    return
+                try:
+                    result = self.move(page, target, progress=counted, source=source)
+                except BaseException as exc:  # handed to the caller's thread below
+                    with lock:
+                        errors.append(exc)
+                    return
+                with lock:
+                    moved += len(result.moved)
+                    failed.update(result.failed)
+
+        if workers == 1:
+            work()
+        else:
+            threads = [threading.Thread(target=work, name=f"reqspec-mover-{i}") for i in range(workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
         return MoveSummary(source, target, moved, failed)
 
     # -- one chunk, one source ------------------------------------------------------------
@@ -288,11 +328,14 @@ def move_database(
     progress: Progress | None = None,
     chunk_size: int = 500,
     page_size: int = 5000,
+    workers: int = 2,
 ) -> MoveSummary:
     """Move every spec stored in ``source`` to ``target``: uuids are read in keyset pages
     (nothing decoded, so a spec that cannot be decoded moves like any other: a move copies
-    documents) and each page is moved chunk by chunk. Specs that cannot move (a move in
-    progress, no location record, located elsewhere) are in ``failed``."""
+    documents) and each page is moved chunk by chunk, ``workers`` pages at a time. Specs
+    that cannot move (a move in progress, no location record, located elsewhere) are in
+    ``failed``."""
     store.topology.database(source)
     pages = store.instance_uuid_pages(source, page_size=page_size)
-    return Mover(store, chunk_size=chunk_size).move_pages(pages, target, progress=progress, source=source)
+    mover = Mover(store, chunk_size=chunk_size)
+    return mover.move_pages(pages, target, progress=progress, source=source, workers=workers)
