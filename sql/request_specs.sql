@@ -157,9 +157,10 @@ SELECT instance_uuid FROM request_specs WHERE move_id IS NOT NULL;
 
 -- name: range_row_states :many
 -- verify() / recover(full): one uuid range of the table, one row per move state with the
--- instance uuids packed as 16-byte values into one bytea (set arithmetic happens in the
--- caller, without a Python object per row).
-SELECT move_state, count(*) AS n, string_agg(uuid_send(instance_uuid), ''::bytea) AS uuids
+-- instance uuids packed, in order, as 16-byte values into one bytea (the caller compares
+-- them with the locations' without a Python object per row). An index-only scan of the
+-- range (migration 0006).
+SELECT move_state, count(*) AS n, string_agg(uuid_send(instance_uuid), ''::bytea ORDER BY instance_uuid) AS uuids
 FROM request_specs
 WHERE instance_uuid BETWEEN %(low)s::uuid AND %(high)s::uuid
 GROUP BY move_state;

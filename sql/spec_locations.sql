@@ -93,9 +93,10 @@ SELECT instance_uuid FROM spec_locations WHERE move_id IS NOT NULL;
 
 -- name: range_locations :many
 -- verify() / recover(full): one uuid range of the location records, one row per
--- (database, settled) with the instance uuids packed as 16-byte values.
+-- (database, settled) with the instance uuids packed, in order, as 16-byte values. An
+-- index-only scan of the range (migration 0006).
 SELECT database_name AS database, move_id IS NULL AS settled, count(*) AS n,
-       string_agg(uuid_send(instance_uuid), ''::bytea) AS uuids
+       string_agg(uuid_send(instance_uuid), ''::bytea ORDER BY instance_uuid) AS uuids
 FROM spec_locations
 WHERE instance_uuid BETWEEN %(low)s::uuid AND %(high)s::uuid
 GROUP BY database_name, move_id IS NULL;
