@@ -23,6 +23,8 @@ from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
 from reqspec_repo.testing.failpoints import armed
 
+pytestmark = pytest.mark.both_paths  # directly and through PgBouncer
+
 
 def open_store(topology):
     return SpecStore(RequestSpecRepository.from_topology(topology))

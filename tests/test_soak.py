@@ -18,6 +18,8 @@ from reqspec_repo._moving.recovery import verify
 from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
 
+pytestmark = pytest.mark.both_paths  # directly and through PgBouncer
+
 
 def soak(topology, *, workers: int, seconds: float, max_ops: int, shared_count: int = 40) -> dict:
     seed = int(os.environ.get("REQSPEC_TEST_SEED", time.time()))
