@@ -76,7 +76,7 @@ def _server_params(dsn: str) -> dict[str, Any]:
     params = conninfo.conninfo_to_dict(dsn)
     return {
         "host": params.get("host", "127.0.0.1"),
-        "port": int(params.get("port", 5432)),
+        "port": int(str(params.get("port") or 5432)),
         "user": params.get("user", "postgres"),
         "password": params.get("password"),
     }
@@ -115,11 +115,12 @@ class PgBouncer:
             f"@127.0.0.1:{self.port}/{quote(dbname, safe='')}"
         )
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 20.0, *, port: int | None = None) -> None:
+        """Start it on ``port`` (a free one by default)."""
         user = _os_user()
         base = Path(tempfile.mkdtemp(prefix="reqspec-pgbouncer-"))
         self._dir = base
-        self.port = _free_port()
+        self.port = port or _free_port()
         (base / "userlist.txt").write_text(f"{_quoted(self.user)} {_quoted(self._password)}\n")
         (base / "pgbouncer.ini").write_text("\n".join([
             "[databases]",
