@@ -20,6 +20,7 @@ from ._errors import (
     BatchError,
     ConfigError,
     ConflictError,
+    DatabaseError,
     DatabaseUnavailableError,
     DocumentTooLargeError,
     LeaseExpiredError,
@@ -89,7 +90,7 @@ __all__ = [
     "ImportReport", "InstanceGroup", "Lifecycle", "LifecycleError", "MoveFailedError",
     "NovaImportError", "Operation", "PreparedMove", "RowResult", "import_file", "import_rows",
     # typed errors
-    "BatchError", "ConfigError", "ConflictError", "DatabaseUnavailableError",
+    "BatchError", "ConfigError", "ConflictError", "DatabaseError", "DatabaseUnavailableError",
     "DocumentTooLargeError", "LeaseExpiredError", "LocationNotFoundError", "MoveError", "MoveInProgressError",
     "ReadOnlyDatabaseError", "ReqSpecError", "SchemaError", "SpecDecodeError", "SpecEncodeError",
     "SpecExistsError", "SpecMovingError", "SpecNotFoundError", "SpecValidationError",

@@ -155,6 +155,16 @@ class ReadOnlyDatabaseError(ReqSpecError):
         super().__init__(f"database {database!r} is read-only; nothing was written")
 
 
+class DatabaseError(ReqSpecError):
+    """The database (or a pooler in front of it) refused an operation for a reason no
+    other error names; the SQLSTATE says which. Nothing was written by the statement."""
+
+    def __init__(self, database: str, sqlstate: str | None, message: str) -> None:
+        self.database = database
+        self.sqlstate = sqlstate
+        super().__init__(f"database {database!r} refused the operation ({sqlstate or 'no SQLSTATE'}): {message}")
+
+
 class SchemaError(ReqSpecError):
     """The database schema is missing, or newer than this code knows."""
 

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 
@@ -20,6 +21,28 @@ from reqspec_repo._store.repository import RequestSpecRepository
 from reqspec_repo.testing.pytest_plugin import ServerHandle
 
 CELLS = ("cell1", "cell2")
+#: How the library reaches PostgreSQL. Modules marked ``both_paths`` run every test both
+#: ways; the others directly.
+CONNECTION_PATHS = ("direct", "pgbouncer")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "connection_path" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_paths"):
+        metafunc.parametrize("connection_path", CONNECTION_PATHS, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def connection_path(request: pytest.FixtureRequest) -> str:
+    """``direct``, or ``pgbouncer`` (through a real PgBouncer in transaction mode)."""
+    return str(getattr(request, "param", "direct"))
+
+
+@pytest.fixture(scope="session")
+def via(connection_path: str, pgbouncers: Any) -> Callable[[Any], Any] | None:
+    """For build_topology: the PgBouncer in front of a server, or None (direct)."""
+    if connection_path == "direct":
+        return None
+    return pgbouncers.front
 
 
 def build_topology(
@@ -28,9 +51,12 @@ def build_topology(
     *,
     settings: Settings | None = None,
     migrate: bool = True,
+    via: Callable[[Any], Any] | None = None,
 ) -> tuple[Topology, Callable[[], None]]:
     """Create an API database and two cell databases (cells on ``cell_server`` when given),
-    migrate them, and return the topology with a function that drops them all."""
+    migrate them, and return the topology with a function that drops them all. With
+    ``via`` (server -> PgBouncer), the topology reaches every database through that
+    server's PgBouncer, with ``pooler = "transaction"`` (migrations still go direct)."""
     suffix = uuid.uuid4().hex[:10]
     cell_server = cell_server or api_server
     made: list[tuple[ServerHandle, str]] = []
@@ -46,6 +72,11 @@ def build_topology(
     topology = Topology.from_dsns(api_server.dsn(api_name), cells, settings)
     if migrate:
         migrate_topology(topology)
+    if via is not None:
+        pooled = {cell: via(cell_server).dsn(f"rs_{cell}_{suffix}") for cell in CELLS}
+        topology = Topology.from_dsns(
+            via(api_server).dsn(api_name), pooled, attrs.evolve(topology.settings, pooler="transaction")
+        )
 
     def drop() -> None:
         for server, name in made:
@@ -58,9 +89,9 @@ def build_topology(
 
 
 @pytest.fixture(scope="session")
-def topology(pg_server: ServerHandle) -> Iterator[Topology]:
+def topology(pg_server: ServerHandle, via: Any) -> Iterator[Topology]:
     """API + cell1 + cell2 on one server, migrated; shared by tests that use fresh uuids."""
-    topo, drop = build_topology(pg_server)
+    topo, drop = build_topology(pg_server, via=via)
     yield topo
     drop()
 
@@ -79,11 +110,12 @@ def store(topology: Topology) -> Iterator[SpecStore]:
 
 
 @pytest.fixture
-def fresh_topology(pg_server: ServerHandle) -> Iterator[Callable[..., Topology]]:
+def fresh_topology(pg_server: ServerHandle, via: Any) -> Iterator[Callable[..., Topology]]:
     """Factory for an empty, migrated topology owned by one test."""
     drops: list[Callable[[], None]] = []
 
     def factory(**kwargs: Any) -> Topology:
+        kwargs.setdefault("via", via)
         topo, drop = build_topology(pg_server, **kwargs)
         drops.append(drop)
         return topo
@@ -94,9 +126,9 @@ def fresh_topology(pg_server: ServerHandle) -> Iterator[Callable[..., Topology]]
 
 
 @pytest.fixture
-def split_topology(pg_server: ServerHandle, pg_server_b: ServerHandle) -> Iterator[Topology]:
+def split_topology(pg_server: ServerHandle, pg_server_b: ServerHandle, via: Any) -> Iterator[Topology]:
     """API database on one server, the cells on another server process (as in production)."""
-    topo, drop = build_topology(pg_server, pg_server_b)
+    topo, drop = build_topology(pg_server, pg_server_b, via=via)
     yield topo
     drop()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import attrs
 import pytest
 from movecheck import assert_invariant, expire_leases, rows_everywhere
 
@@ -13,15 +14,17 @@ from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._errors import LeaseExpiredError, MoveInProgressError
 from reqspec_repo._moving.moves import move_specs
 from reqspec_repo._moving.recovery import recover, verify
-from reqspec_repo._store.config import API, Settings
+from reqspec_repo._store.config import API
 from reqspec_repo._store.leases import LeasePurpose, Leases
 from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
 from reqspec_repo.testing.failpoints import FailpointHit, armed
 
+pytestmark = pytest.mark.both_paths  # directly and through PgBouncer
+
 
 @pytest.fixture
-def store(split_topology):
+def split_store(split_topology):
     with RequestSpecRepository.from_topology(split_topology) as repo:
         yield SpecStore(repo)
 
@@ -32,57 +35,56 @@ def boot(store, n=3, database=API):
     return {s.instance_uuid: s for s in specs}
 
 
-def test_a_crashed_movers_lease_is_left_alone_until_it_expires(store):
-    specs = boot(store)
+def test_a_crashed_movers_lease_is_left_alone_until_it_expires(split_store):
+    specs = boot(split_store)
     with armed("after_seal"), pytest.raises(FailpointHit):
-        move_specs(store, specs, "cell1")
-    leases = Leases(store.repo.connections).of(specs)
+        move_specs(split_store, specs, "cell1")
+    leases = Leases(split_store.repo.connections).of(specs)
     assert set(leases) == set(specs)
     assert {lease.purpose for lease in leases.values()} == {LeasePurpose.MOVE.value}
     assert not any(lease.expired for lease in leases.values()) and len({lease.holder for lease in leases.values()}) == 1
-    report = recover(store)  # the mover may only be slow: hands off
+    report = recover(split_store)  # the mover may only be slow: hands off
     assert sorted(report.busy) == sorted(specs) and report.changed == 0
-    assert sorted(verify(store).busy) == sorted(specs)
-    assert expire_leases(store) == len(specs)
-    report = recover(store)  # now it is taken over and rolled back
+    assert sorted(verify(split_store).busy) == sorted(specs)
+    assert expire_leases(split_store) == len(specs)
+    report = recover(split_store)  # now it is taken over and rolled back
     assert sorted(report.rolled_back) == sorted(specs)
-    assert Leases(store.repo.connections).of(specs) == {}
-    assert_invariant(store, specs)
+    assert Leases(split_store.repo.connections).of(specs) == {}
+    assert_invariant(split_store, specs)
 
 
-def test_a_mover_whose_lease_expired_cannot_commit(store):
-    specs = boot(store)
-    with armed("after_copy", lambda: expire_leases(store)):
-        result = move_specs(store, specs, "cell1")
+def test_a_mover_whose_lease_expired_cannot_commit(split_store):
+    specs = boot(split_store)
+    with armed("after_copy", lambda: expire_leases(split_store)):
+        result = move_specs(split_store, specs, "cell1")
     assert result.moved == []
     assert {type(e) for e in result.failed.values()} == {LeaseExpiredError}
     assert all(e.retryable for e in result.failed.values())
-    assert {store.location(k).database for k in specs} == {API}
-    assert Leases(store.repo.connections).of(specs) == {}
-    assert_invariant(store, specs)
-    assert move_specs(store, specs, "cell1").ok  # and a retry moves them
+    assert {split_store.location(k).database for k in specs} == {API}
+    assert Leases(split_store.repo.connections).of(specs) == {}
+    assert_invariant(split_store, specs)
+    assert move_specs(split_store, specs, "cell1").ok  # and a retry moves them
 
 
-def test_recover_takes_over_an_expired_lease_while_the_mover_still_runs(store):
-    specs = boot(store, database="cell2")
+def test_recover_takes_over_an_expired_lease_while_the_mover_still_runs(split_store):
+    specs = boot(split_store, database="cell2")
     seen = {}
 
     def stall_then_lose_the_lease():
-        expire_leases(store)
-        seen["report"] = recover(store)  # takes over, rolls back the sealed source
+        expire_leases(split_store)
+        seen["report"] = recover(split_store)  # takes over, rolls back the sealed source
 
     with armed("after_copy", stall_then_lose_the_lease):
-        result = move_specs(store, specs, API)
+        result = move_specs(split_store, specs, API)
     assert sorted(seen["report"].rolled_back) == sorted(specs)
     assert {type(e) for e in result.failed.values()} == {LeaseExpiredError}
     for key in specs:  # the mover's late copy in the target was rolled back by itself
-        assert [(db, state) for db, state, _ in rows_everywhere(store.topology, key)] == [("cell2", "live")]
-    assert_invariant(store, specs)
+        assert [(db, state) for db, state, _ in rows_everywhere(split_store.topology, key)] == [("cell2", "live")]
+    assert_invariant(split_store, specs)
 
 
 def test_a_lease_runs_out_on_the_servers_clock(split_topology):
-    settings = Settings(move_lease_ms=1000)
-    topology = type(split_topology)(split_topology.api, split_topology.cells, settings)
+    topology = attrs.evolve(split_topology, settings=attrs.evolve(split_topology.settings, move_lease_ms=1000))
     with RequestSpecRepository.from_topology(topology) as repo:
         store = SpecStore(repo)
         specs = boot(store)
@@ -103,23 +105,23 @@ def test_a_lease_runs_out_on_the_servers_clock(split_topology):
         assert_invariant(store, specs)
 
 
-def test_destroy_waits_for_a_held_lease_and_then_reports_it(store):
-    specs = boot(store, 2)
+def test_destroy_waits_for_a_held_lease_and_then_reports_it(split_store):
+    specs = boot(split_store, 2)
     key = next(iter(specs))
     with armed("after_claim"), pytest.raises(FailpointHit):
-        move_specs(store, [key], "cell1")
+        move_specs(split_store, [key], "cell1")
     with pytest.raises(MoveInProgressError) as err:
-        store.destroy(key)
+        split_store.destroy(key)
     assert err.value.retryable and key in str(err.value)
-    expire_leases(store)
-    assert store.destroy(key) is True
+    expire_leases(split_store)
+    assert split_store.destroy(key) is True
     del specs[key]
-    assert rows_everywhere(store.topology, key) == []
-    assert_invariant(store, specs)
+    assert rows_everywhere(split_store.topology, key) == []
+    assert_invariant(split_store, specs)
 
 
-def test_a_create_into_a_cell_holds_a_lease_only_while_it_runs(store):
-    specs = boot(store, 3, database="cell1")
-    assert Leases(store.repo.connections).of(specs) == {}
-    assert {store.location(k).database for k in specs} == {"cell1"}
-    assert_invariant(store, specs)
+def test_a_create_into_a_cell_holds_a_lease_only_while_it_runs(split_store):
+    specs = boot(split_store, 3, database="cell1")
+    assert Leases(split_store.repo.connections).of(specs) == {}
+    assert {split_store.location(k).database for k in specs} == {"cell1"}
+    assert_invariant(split_store, specs)

@@ -25,6 +25,8 @@ from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
 from reqspec_repo.testing.failpoints import MOVE_FAILPOINTS, FailpointHit, armed
 
+pytestmark = pytest.mark.both_paths  # directly and through PgBouncer
+
 
 @pytest.fixture
 def store(split_topology):

@@ -21,6 +21,8 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._errors import (
+    ConfigError,
+    DatabaseError,
     DatabaseUnavailableError,
     ReadOnlyDatabaseError,
     ReqSpecError,
@@ -48,9 +50,20 @@ def translate_error(database: Database, exc: BaseException) -> BaseException | N
         return DatabaseUnavailableError(database.name, f"timed out ({_first_line(exc)})")
     if isinstance(exc, PoolTimeout):
         return DatabaseUnavailableError(database.name, "no connection could be had in time")
+    secret = password_of(database.dsn)
+    masked = mask_text(_first_line(exc), [secret] if secret else []) if isinstance(exc, psycopg.Error) else ""
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        secret = password_of(database.dsn)
-        return DatabaseUnavailableError(database.name, mask_text(_first_line(exc), [secret] if secret else []))
+        return DatabaseUnavailableError(database.name, masked)
+    if isinstance(exc, (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)):
+        return DatabaseUnavailableError(database.name, f"transient conflict, retry ({masked})")
+    if isinstance(exc, (pg_errors.DuplicatePreparedStatement, pg_errors.InvalidSqlStatementName)):
+        # A transaction-mode pooler hands each transaction to another server connection.
+        return ConfigError(
+            f"database {database.name!r}: server-side prepared statements got mixed up ({masked}); "
+            'behind a transaction-mode pooler set pooler = "transaction"'
+        )
+    if isinstance(exc, psycopg.Error):  # whatever else the server or the pooler says
+        return DatabaseError(database.name, exc.sqlstate, masked)
     return None
 
 
@@ -225,6 +238,8 @@ class Connections:
             last = pool.connection_class.last_connect_error
             secret = password_of(database.dsn)
             why = f" (last attempt: {mask_text(last, [secret] if secret else [])})" if last else ""
+            if last and "unsupported startup parameter" in last:
+                why += '; behind PgBouncer set pooler = "transaction" (or "session")'
             raise DatabaseUnavailableError(database.name, f"no connection could be had in time{why}") from None
         except Exception as exc:
             typed = translate_error(database, exc)
