@@ -301,14 +301,100 @@ def recover(store: SpecStore, *, full: bool = False) -> RecoveryReport:
             report.busy.extend(k for k in chunk if k not in claimed)
             if not mine:
                 continue
-            fresh_locs = store.locations(mine)
-            fresh_rows = scan.rows_of(mine)
-            for key in mine:
-                loc, rows = fresh_locs.get(key), fresh_rows.get(key, [])
-                if (loc is None and not rows) or not _problems_of(key, loc, rows):
-                    continue  # e.g. a lease left by a crash before the first write: nothing to undo
-                report.record(_resolve(scan, key, loc, rows), key)
+            _resolve_chunk(scan, report, mine, store.locations(mine), scan.rows_of(mine))
     return report
+
+
+def _resolve_chunk(
+    scan: _Scanner, report: RecoveryReport, keys: list[str], locs: dict[str, Location],
+    rows_of: dict[str, list[RowState]],
+) -> None:
+    """Resolve one claimed chunk. The two shapes an interrupted move leaves behind are
+    handled a statement per database and move id for the whole chunk, as the mover does
+    (so 1,000 interrupted moves cost a few dozen round trips, not thousands); anything
+    else goes instance by instance through :func:`_resolve`."""
+    finishing: dict[str, list[str]] = {}
+    rolling: list[str] = []
+    for key in keys:
+        loc, rows = locs.get(key), rows_of.get(key, [])
+        if (loc is None and not rows) or not _problems_of(key, loc, rows):
+            continue  # e.g. a lease left by a crash before the first write: nothing to undo
+        if loc is not None and loc.move_id is not None:
+            finishing.setdefault(loc.move_id, []).append(key)
+        elif loc is not None and _plain_rollback(loc, rows):
+            rolling.append(key)
+        else:
+            report.record(_resolve(scan, key, loc, rows), key)
+    if finishing:
+        _finish_moves(scan, report, finishing, locs, rows_of)
+    if rolling:
+        _roll_back_moves(scan, report, rolling, locs, rows_of)
+
+
+def _plain_rollback(loc: Location, rows: list[RowState]) -> bool:
+    """A move stopped before its commit point: one row where the location says (live, or
+    sealed by a move), and elsewhere only that or another move's hidden copies."""
+    home = [r for r in rows if r.database == loc.database]
+    return (
+        len(home) == 1 and home[0].state in ("live", "outgoing")
+        and all(r.state == "incoming" and r.move_id is not None for r in rows if r.database != loc.database)
+    )
+
+
+def _finish_moves(
+    scan: _Scanner, report: RecoveryReport, finishing: dict[str, list[str]], locs: dict[str, Location],
+    rows_of: dict[str, list[RowState]],
+) -> None:
+    """Moves committed, cleanup unfinished: what :func:`_resolve` does for one, per move
+    id and database for all (every statement is scoped to the move id, so a copy of an
+    older or newer move is never touched)."""
+    moves = scan.rows
+    done: list[str] = []
+    for move_id, keys in finishing.items():
+        homes: dict[str, list[str]] = {}
+        elsewhere: dict[str, list[str]] = {}
+        for key in keys:
+            homes.setdefault(locs[key].database, []).append(key)
+            for r in rows_of.get(key, []):
+                if r.database != locs[key].database and r.move_id == move_id:
+                    elsewhere.setdefault(r.database, []).append(key)
+        for database, group in homes.items():
+            moves.promote(database, group, move_id)
+        for database, group in elsewhere.items():
+            moves.drop_outgoing(database, group, move_id)
+        moves.finish(keys, move_id)
+        done.extend(keys)
+    # Whatever else is left (copies from older crashes) is tidied one by one.
+    fresh, after = scan.store.locations(done), scan.rows_of(done)
+    for key in done:
+        loc = fresh.get(key)
+        if loc is not None and _problems_of(key, loc, after.get(key, [])):
+            _normalize(scan, key, loc, after.get(key, []))
+        report.record(Outcome.FINISHED, key)
+
+
+def _roll_back_moves(
+    scan: _Scanner, report: RecoveryReport, keys: list[str], locs: dict[str, Location],
+    rows_of: dict[str, list[RowState]],
+) -> None:
+    """Moves stopped before their commit point (see :func:`_plain_rollback`): the hidden
+    copies go and the sealed home rows take writes again, per database and move id."""
+    moves = scan.rows
+    copies: dict[tuple[str, str], list[str]] = {}
+    sealed: dict[tuple[str, str], list[str]] = {}
+    for key in keys:
+        for r in rows_of[key]:
+            if r.database != locs[key].database and r.move_id is not None:
+                copies.setdefault((r.database, r.move_id), []).append(key)
+            elif r.database == locs[key].database and r.state == "outgoing" and r.move_id is not None:
+                sealed.setdefault((r.database, r.move_id), []).append(key)
+    for (database, move_id), group in copies.items():
+        moves.undo_copy(database, group, move_id)
+    for (database, move_id), group in sealed.items():
+        moves.unseal(database, group, move_id)
+    was_sealed = {k for group in sealed.values() for k in group}
+    for key in keys:
+        report.record(Outcome.ROLLED_BACK if key in was_sealed else Outcome.REPAIRED, key)
 
 
 def _resolve(scan: _Scanner, key: str, loc: Location | None, rows: list[RowState]) -> Outcome:
