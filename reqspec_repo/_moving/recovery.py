@@ -37,11 +37,11 @@ import contextlib
 import enum
 import uuid as uuid_mod
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 
-from .._errors import ReqSpecError
+from .._errors import DatabaseUnavailableError, ReqSpecError
 from .._store.leases import LeasePurpose, Leases
 from .._store.locations import Location, SpecStore
 from .._store.move_rows import MoveRows, RowState
@@ -137,10 +137,10 @@ class _Scanner:
         a location carrying a move id (committed, cleanup unfinished) or a row carrying
         one in any database (a sealed source, a hidden copy). Each read goes through a
         small index, so the cost is what is in flight, one connection at a time."""
-        found: dict[str, None] = dict.fromkeys(self.leases.leased())
-        found.update(dict.fromkeys(self.rows.locations_in_move()))
+        found: dict[str, None] = dict.fromkeys(_read(self.leases.leased))
+        found.update(dict.fromkeys(_read(self.rows.locations_in_move)))
         for name in self.names:
-            found.update(dict.fromkeys(self.rows.rows_in_move(name)))
+            found.update(dict.fromkeys(_read(lambda n=name: self.rows.rows_in_move(n))))
         return sorted(found)
 
     def suspects(self) -> tuple[list[str], int, dict[str, int]]:
@@ -186,6 +186,17 @@ class _Scanner:
             for key, rows in self.rows.states(name, uuids).items():
                 found[key].extend(rows)
         return found
+
+
+def _read(query: Callable[[], list[str]]) -> list[str]:
+    """A read-only query, asked again once if its connection turned out broken: recover()
+    runs right after an incident, when pooled connections (ours, or a PgBouncer's server
+    connections) to a restarted server are stale; the failed one is discarded, and a read
+    is safe to repeat."""
+    try:
+        return query()
+    except DatabaseUnavailableError:
+        return query()
 
 
 def _clean(located: dict[tuple[str, bool], bytes], rows: dict[str, dict[str, bytes]]) -> bool:
