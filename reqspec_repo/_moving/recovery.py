@@ -32,7 +32,7 @@ import heapq
 import itertools
 import uuid as uuid_mod
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import attrs
 
@@ -126,11 +126,11 @@ class _Scanner:
         self.rows = MoveRows(store.repo.connections)
         self.cells = sorted(store.topology.cells)
 
-    def _api_stream(self) -> Iterator[ScanItem]:
+    def _api_stream(self) -> Generator[ScanItem, None, None]:
         for item in self.rows.stream_api():
             yield item.instance_uuid, item.location, item.row
 
-    def _cell_stream(self, name: str) -> Iterator[ScanItem]:
+    def _cell_stream(self, name: str) -> Generator[ScanItem, None, None]:
         for key, row in self.rows.stream_states(name):
             yield key, None, row
 
@@ -143,6 +143,16 @@ class _Scanner:
         locations and rows come in one stream), opened in the same order every time."""
         streams = [self._api_stream()]
         streams.extend(self._cell_stream(name) for name in self.cells)
+        try:
+            return self._merge(streams)
+        finally:
+            # Give every connection back now, also when one database failed mid-scan
+            # (not whenever the abandoned generators are collected).
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+    def _merge(self, streams: list[Generator[ScanItem, None, None]]) -> tuple[list[str], int, dict[str, int]]:
         found: list[str] = []
         locations = 0
         counts: dict[str, int] = defaultdict(int)
