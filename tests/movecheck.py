@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 
 import orjson
-from conftest import run_sql
+from helpers import run_sql
 
 from reqspec_repo._errors import DatabaseUnavailableError
 from reqspec_repo._moving.recovery import RecoveryReport, recover, verify

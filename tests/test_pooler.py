@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import build_topology
+from helpers import build_topology
 from movecheck import assert_invariant
 
 from reqspec_repo._cli.demo import sample_spec

@@ -164,7 +164,7 @@ def apply_timeouts(conn: psycopg.Connection[Any]) -> None:
 def _set_timeouts() -> bytes:
     global _SET_TIMEOUTS
     if _SET_TIMEOUTS is None:
-        from .._store.queries import query  # queries.py imports this module
+        from .queries import query  # queries.py imports this module
 
         _SET_TIMEOUTS = query("_session", "set_transaction_timeouts").statement
     return _SET_TIMEOUTS
