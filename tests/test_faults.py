@@ -225,7 +225,7 @@ def test_a_hung_server_is_cut_by_the_client_side_deadline(killable_server, via):
 
         assert isinstance(outcome_within(iteration, 6), DatabaseUnavailableError)
         server.resume()
-        assert len(eventually(lambda: list(repo.iterate(api_context())))) == 6
+        assert len(eventually(lambda: list(repo.iterate(api_context())))) == 6 + landed
 
 
 def test_a_read_only_database_refuses_every_write_and_keeps_its_state(fresh_topology):
