@@ -56,6 +56,13 @@ class Watchdog:
         self._active: dict[int, _Watch] = {}
         self._started = False
         self._start_lock = threading.Lock()
+        # A forked child has no watchdog thread: it starts its own on first use.
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._active = {}
+        self._started = False
+        self._start_lock = threading.Lock()
 
     def arm(self, conn: psycopg.Connection[Any], seconds: float) -> _Watch:
         watch = _Watch(conn, time.monotonic() + seconds)
