@@ -400,10 +400,10 @@ class Bench:
         s = self.sizes
         name = f"{ROWS[9]} {s.move:,}"
         try:
-            from reqspec_repo import moves
-            from reqspec_repo._store.locations import SpecStore
+            import reqspec_repo as moves  # the public API: move_specs, SpecStore
+            from reqspec_repo import SpecStore
         except ImportError as exc:
-            moves = None
+            moves = None  # type: ignore[assignment]
             self.pending.append(f"{name}: pending (moves API not available: {exc})")
         api_dsn, cell_dsn = api.database("move_api"), cell.database("move_cell")
         topo = Topology.from_dsns(api_dsn, {"cell1": cell_dsn})
