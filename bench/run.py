@@ -50,7 +50,7 @@ ROWS = (
     "get latency 1k vs large table",
     "iterate peak RSS",
     "batch move API -> cell (other server)",
-    "single operations through PgBouncer:",
+    "direct vs PgBouncer (tx mode): single",
     "move claim: lease vs advisory lock (previous)",
 )
 
@@ -465,7 +465,7 @@ class Bench:
                         RequestSpecRepository.from_topology(pooled_topo) as pooled:
                     repos = {"repo direct": direct, "repo pgbouncer": pooled}
                     names = (*raws, *repos)
-                    rows = {op: Row(f"single {op}: direct vs PgBouncer (tx mode)", "us") for op in ("create", "get", "CAS save")}
+                    rows = {op: Row(f"{ROWS[10]} {op}", "us") for op in ("create", "get", "CAS save")}
 
                     def call(name: str, op: str) -> Callable[[RequestSpec, dict[str, Any]], object]:
                         if name in raws:
