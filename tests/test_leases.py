@@ -8,6 +8,7 @@ import time
 
 import attrs
 import pytest
+from helpers import run_sql
 from movecheck import assert_invariant, expire_leases, rows_everywhere
 
 from reqspec_repo._cli.demo import sample_spec
@@ -125,3 +126,20 @@ def test_a_create_into_a_cell_holds_a_lease_only_while_it_runs(split_store):
     assert Leases(split_store.repo.connections).of(specs) == {}
     assert {split_store.location(k).database for k in specs} == {"cell1"}
     assert_invariant(split_store, specs)
+
+
+def test_verify_on_a_read_only_api_database_reads_the_leases_instead(split_store):
+    specs = boot(split_store)
+    with armed("after_seal"), pytest.raises(FailpointHit):  # suspects, leases held
+        move_specs(split_store, specs, "cell1")
+    topology = split_store.topology
+    dbname = run_sql(topology, API, "SELECT current_database()")[0][0]
+    run_sql(topology, API, f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+    try:
+        with RequestSpecRepository.from_topology(topology) as repo:  # new connections: read-only
+            report = verify(SpecStore(repo))
+        assert sorted(report.busy) == sorted(specs) and report.problems == []
+    finally:
+        run_sql(topology, API, f'BEGIN READ WRITE; ALTER DATABASE "{dbname}" SET default_transaction_read_only = off; COMMIT')
+    expire_leases(split_store)
+    assert sorted(recover(split_store).rolled_back) == sorted(specs)

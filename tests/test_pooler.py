@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import build_topology
+from helpers import build_topology
 from movecheck import assert_invariant
 
 from reqspec_repo._cli.demo import sample_spec
@@ -119,3 +119,14 @@ def test_pgbouncer_going_away_is_a_typed_error_and_the_pool_heals(pg_server, dir
                     pytest.fail("the pool did not heal after PgBouncer came back")
             finally:
                 restarted.stop()
+
+
+def test_without_pgbouncer_the_run_says_so_with_the_install_command(monkeypatch):
+    from reqspec_repo.testing import pgbouncer
+
+    monkeypatch.setattr(pgbouncer, "find_pgbouncer", lambda: None)
+    line = pgbouncer.summary_line()
+    assert line is not None and "NOT installed" in line and "apt-get install -y pgbouncer" in line
+    assert "apt-get install -y pgbouncer" in pgbouncer.report_header_line()
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y pgbouncer"):
+        pgbouncer.PgBouncers().front(object())

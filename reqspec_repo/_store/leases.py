@@ -22,9 +22,9 @@ from datetime import datetime
 import attrs
 from psycopg.rows import class_row
 
-from .._store.config import API
-from .._store.pools import Connections
-from .._store.queries import query
+from .config import API
+from .pools import Connections
+from .queries import query
 
 _CLAIM = query("move_leases", "claim_leases")
 _RELEASE = query("move_leases", "release_leases")

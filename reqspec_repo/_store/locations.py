@@ -28,12 +28,12 @@ from .._errors import (
 )
 from .._spec import codec
 from .._spec.model import RequestSpec
-from .._store.config import API
-from .._store.context import RequestContext
-from .._store.leases import LeasePurpose, Leases
-from .._store.queries import Query, query
-from .._store.repository import RequestSpecRepository, StoredSpec, normalize_uuid
 from ..testing.failpoints import failpoint
+from .config import API
+from .context import RequestContext
+from .leases import LeasePurpose, Leases
+from .queries import Query, query
+from .repository import RequestSpecRepository, StoredSpec, normalize_uuid
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -14,11 +14,11 @@ from typing import Any
 import attrs
 import psycopg
 
-from .._store.config import API
-from .._store.documents import as_jsonb
-from .._store.pools import Connections
-from .._store.queries import Query, query
-from .._store.roundtrips import apply_timeouts, bounded_block
+from .config import API
+from .documents import as_jsonb
+from .pools import Connections
+from .queries import Query, query
+from .roundtrips import apply_timeouts, bounded_block
 
 _SEAL_OUTGOING = query("request_specs", "seal_outgoing")
 _UPSERT_INCOMING = query("request_specs", "upsert_incoming")

@@ -27,11 +27,12 @@ from .._errors import (
     ReadOnlyDatabaseError,
     ReqSpecError,
     SchemaError,
+    first_line,
 )
-from .._store.config import Database, Topology
-from .._store.documents import register_document_types
-from .._store.dsn import mask_text, password_of
-from .._store.queries import query
+from .config import Database, Topology
+from .documents import register_document_types
+from .dsn import mask_text, password_of
+from .queries import query
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -47,11 +48,11 @@ def translate_error(database: Database, exc: BaseException) -> BaseException | N
     if isinstance(exc, pg_errors.UndefinedTable):
         return SchemaError(database.name, "the reqspec tables are missing; run `reqspec migrate` first")
     if isinstance(exc, (pg_errors.QueryCanceled, pg_errors.LockNotAvailable)):
-        return DatabaseUnavailableError(database.name, f"timed out ({_first_line(exc)})")
+        return DatabaseUnavailableError(database.name, f"timed out ({first_line(exc)})")
     if isinstance(exc, PoolTimeout):
         return DatabaseUnavailableError(database.name, "no connection could be had in time")
     secret = password_of(database.dsn)
-    masked = mask_text(_first_line(exc), [secret] if secret else []) if isinstance(exc, psycopg.Error) else ""
+    masked = mask_text(first_line(exc), [secret] if secret else []) if isinstance(exc, psycopg.Error) else ""
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return DatabaseUnavailableError(database.name, masked)
     if isinstance(exc, (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)):
@@ -79,11 +80,6 @@ def translated_errors(database: Database) -> Iterator[None]:
         raise typed from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
     """A pooled connection: what its pool's settings say every round trip needs.
 
@@ -106,7 +102,7 @@ class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
         try:
             conn = super().connect(conninfo, **kwargs)
         except psycopg.Error as exc:
-            cls.last_connect_error = _first_line(exc)
+            cls.last_connect_error = first_line(exc)
             raise
         cls.last_connect_error = None
         return conn

@@ -28,8 +28,8 @@ import attrs
 import psycopg
 from psycopg.rows import RowFactory, namedtuple_row, tuple_row
 
-from .._store.resources import sql_dir
-from .._store.roundtrips import (
+from .resources import sql_dir
+from .roundtrips import (
     apply_timeouts,
     bounded,
     bounded_block,

@@ -56,6 +56,13 @@ class Watchdog:
         self._active: dict[int, _Watch] = {}
         self._started = False
         self._start_lock = threading.Lock()
+        # A forked child has no watchdog thread: it starts its own on first use.
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._active = {}
+        self._started = False
+        self._start_lock = threading.Lock()
 
     def arm(self, conn: psycopg.Connection[Any], seconds: float) -> _Watch:
         watch = _Watch(conn, time.monotonic() + seconds)
@@ -164,7 +171,7 @@ def apply_timeouts(conn: psycopg.Connection[Any]) -> None:
 def _set_timeouts() -> bytes:
     global _SET_TIMEOUTS
     if _SET_TIMEOUTS is None:
-        from .._store.queries import query  # queries.py imports this module
+        from .queries import query  # queries.py imports this module
 
         _SET_TIMEOUTS = query("_session", "set_transaction_timeouts").statement
     return _SET_TIMEOUTS
@@ -174,18 +181,32 @@ def execute(cur: psycopg.Cursor[Any], statement: bytes, params: Mapping[str, obj
     """Run one statement on ``cur``: bounded by the deadline, behind the per-transaction
     timeouts where the pooler needs them (pipelined: still one round trip)."""
     conn = cur.connection
-    timeouts = timeouts_of(conn)
-    if timeouts is None or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
-        bounded(conn, lambda: cur.execute(statement, params))
+    timeouts = getattr(conn, "transaction_timeouts", None)
+    if timeouts is not None and conn.pgconn.pipeline_status == pq.PipelineStatus.OFF:
+        def pipelined() -> None:
+            with conn.pipeline() as pipeline:
+                conn.execute(_set_timeouts(), timeouts)
+                cur.execute(statement, params)
+                pipeline.sync()
+
+        bounded(conn, pipelined)
         return
-
-    def pipelined() -> None:
-        with conn.pipeline() as pipeline:
-            conn.execute(_set_timeouts(), timeouts)
-            cur.execute(statement, params)
-            pipeline.sync()
-
-    bounded(conn, pipelined)
+    # The hot path (one statement, no pooler): bounded() inlined, no closure.
+    seconds: float | None = getattr(conn, "deadline_s", None)
+    if seconds is None:
+        cur.execute(statement, params)
+        return
+    watch = WATCHDOG.arm(conn, seconds)
+    try:
+        cur.execute(statement, params)
+    except psycopg.Error:
+        if watch.fired:
+            raise deadline_error(seconds) from None
+        raise
+    finally:
+        WATCHDOG.disarm(watch)
+        if watch.fired and not conn.closed:
+            conn.close()
 
 
 @contextlib.contextmanager

@@ -23,6 +23,9 @@ Fixtures
     a server (see :mod:`reqspec_repo.testing.pgbouncer`); skipped with the install command
     when pgbouncer is not installed, and the run's summary says so.
 
+``fresh_topology`` / ``split_topology`` (function)
+    Migrated throwaway topologies on these servers: :mod:`reqspec_repo.testing.topology`.
+
 Every server started here is stopped at the end (fixture finalizers, plus atexit and a SIGTERM
 handler as backstops); temp servers orphaned by a killed pytest are swept at the next run.
 """
@@ -58,6 +61,9 @@ from .._embedded.server import (
     find_bin_dir,
 )
 from . import pgbouncer as _pgbouncer
+
+# The topology fixtures come with this plugin.
+pytest_plugins = ["reqspec_repo.testing.topology"]
 
 __all__ = [
     "ENV_BACKEND",
