@@ -7,7 +7,7 @@ import json
 import uuid
 
 import pytest
-from conftest import run_sql
+from helpers import run_sql
 from movecheck import assert_invariant
 
 from reqspec_repo._cli.demo import sample_spec
