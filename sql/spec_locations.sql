@@ -100,3 +100,12 @@ SELECT database_name AS database, move_id IS NULL AS settled, count(*) AS n,
 FROM spec_locations
 WHERE instance_uuid BETWEEN %(low)s::uuid AND %(high)s::uuid
 GROUP BY database_name, move_id IS NULL;
+
+-- name: estimate_locations :scalar
+-- The planner's row estimate (-1 before the first ANALYZE): sizes the ranges of a scan
+-- (the API database holds the locations of every database's specs).
+SELECT reltuples::bigint FROM pg_class WHERE oid = 'spec_locations'::regclass;
+
+-- name: count_locations :scalar
+-- Every location record (sizes a scan when the table was never analyzed).
+SELECT count(*) FROM spec_locations;

@@ -149,7 +149,7 @@ class _Scanner:
         rows per database.
 
         The uuid space is cut into ranges of about ``RANGE_ROWS`` rows of the largest
-        table; per range every database gives its uuids per move state and the API
+        table (the locations, or one database's specs); per range every database gives its uuids per move state and the API
         database its locations per (database, settled), packed as 16-byte values, and set
         arithmetic finds the instances that are not live in exactly the one database their
         settled location names. Memory is bounded by one range and only suspects are
@@ -172,7 +172,7 @@ class _Scanner:
 
     def _ranges(self) -> list[tuple[str, str]]:
         """Consecutive inclusive uuid ranges covering the whole uuid space."""
-        largest = max(self.rows.estimate_rows(name) for name in self.names)
+        largest = max([self.rows.estimate_locations(), *(self.rows.estimate_rows(name) for name in self.names)])
         n = 1
         while n * RANGE_ROWS < largest and n < 1 << 16:
             n *= 2

@@ -43,6 +43,8 @@ _REPOINT_LOCATION = query("spec_locations", "repoint_location")
 _DELETE_LOCATION = query("spec_locations", "delete_location")
 _LOCATIONS_IN_MOVE = query("spec_locations", "list_locations_in_move")
 _RANGE_LOCATIONS = query("spec_locations", "range_locations")
+_ESTIMATE_LOCATIONS = query("spec_locations", "estimate_locations")
+_COUNT_LOCATIONS = query("spec_locations", "count_locations")
 
 
 @attrs.frozen
@@ -214,6 +216,14 @@ class MoveRows:
         """Instances whose location carries a move id (through the partial index)."""
         with self.connections.connection(API) as api:
             return _uuids(_LOCATIONS_IN_MOVE.many(api))
+
+    def estimate_locations(self) -> int:
+        """About how many location records the API database holds."""
+        with self.connections.connection(API) as api:
+            estimate = int(_ESTIMATE_LOCATIONS.scalar(api) or 0)
+            if estimate < 0:
+                estimate = int(_COUNT_LOCATIONS.scalar(api) or 0)
+        return estimate
 
     def range_locations(self, low: str, high: str) -> list[PackedLocations]:
         """The location records of one inclusive uuid range, packed per (database,
