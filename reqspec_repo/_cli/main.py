@@ -44,7 +44,9 @@ examples:
   reqspec list --database cell1 --limit 20
   reqspec import-nova request_specs.jsonl --dry-run
   reqspec move --to cell1 6f1c2b4e-0000-4000-8000-000000000001
+  reqspec move --from cell1 --to cell2 --json
   reqspec recover && reqspec verify
+  reqspec recover --full
   reqspec --config prod.toml verify
 """
 
