@@ -60,7 +60,7 @@ ROWS = (
     "mixed 70/20/10 get/save/create, 4 processes x 8 threads",
     "whole-database move API -> cell",
     "recover, nothing in flight",
-    "recover, 1,000 interrupted moves",
+    "recover, interrupted moves",
     "verify throughput",
     "direct vs PgBouncer (tx mode): single",
     "move claim: lease vs advisory lock (previous)",
@@ -544,7 +544,7 @@ class Bench:
         copy_locations(big_dsn, big_keys, API)
         self.log(f"{count:,} locations loaded by COPY in {time.perf_counter() - t0:.1f} s")
         idle = Row(f"{ROWS[13]} ({count:,} specs)", "s")
-        busy = Row(f"{ROWS[14].replace('1,000', f'{s.interrupted:,}')} ({count:,} specs)", "s")
+        busy = Row(f"{ROWS[14]}: {s.interrupted:,} ({count:,} specs)", "s")
         ver = Row(f"{ROWS[15]} ({count:,} specs)", "rows/s")
         half = s.interrupted // 2
         spare = iter(reversed(big_keys))
