@@ -409,7 +409,7 @@ def test_a_batch_read_longer_than_one_streamed_chunk(fresh_topology, monkeypatch
     libpq older than 17); corrupt rows in any chunk are reported and every other spec of
     every chunk comes back."""
     if chunked and psycopg.pq.version() < 170000:
-        pytest.skip(f"libpq {psycopg.pq.version()} has no chunked rows (libpq 17+; psycopg-binary < 3.2.2 bundles 16)")
+        pytest.skip(f"libpq {psycopg.pq.version()} has no chunked rows (they need libpq 17)")
     monkeypatch.setattr(queries_module, "_CHUNKED_ROWS", chunked)
     topo = fresh_topology()
     n = 2 * STREAM_CHUNK_ROWS + 50
