@@ -19,6 +19,7 @@ from reqspec_repo._cli.demo import run_demo, sample_spec
 from reqspec_repo._cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, build_parser, main
 from reqspec_repo._moving.recovery import verify
 from reqspec_repo._nova.lifecycle import Lifecycle
+from reqspec_repo._store.leases import LeasePurpose, Leases
 from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
 
@@ -238,6 +239,20 @@ def test_move_recover_verify_from_the_command_line(capsys, env, cli_store):
     assert code == 0 and json.loads(out)["rolled_back"] == [keys[1]]
     code, out, _ = run(capsys, "verify")
     assert code == 0 and out.startswith("consistent")
+
+
+def test_recover_expire_leases_takes_over_a_dead_movers_instances(capsys, env, cli_store):
+    keys = booted(cli_store, 2, cell=None)
+    dead_mover = str(uuid.uuid4())
+    # A mover that sealed its source and died: its lease still runs for move_lease_ms.
+    assert Leases(cli_store.repo.connections).claim(keys, dead_mover, LeasePurpose.MOVE) == set(keys)
+    run_sql(env, "api", "UPDATE request_specs SET move_state='outgoing', move_id=%s WHERE instance_uuid = ANY(%s::uuid[])",
+            [dead_mover, keys])
+    code, out, _ = run(capsys, "recover", "--json")
+    assert code == 0 and sorted(json.loads(out)["busy"]) == sorted(keys)  # left alone
+    code, out, err = run(capsys, "recover", "--expire-leases", "--json")
+    assert code == 0 and sorted(json.loads(out)["rolled_back"]) == sorted(keys) and "ended 2 running lease(s)" in err
+    assert Leases(cli_store.repo.connections).of(keys) == {}
 
 
 def test_move_shows_a_progress_bar_on_a_terminal_only(capsys, env, cli_store, monkeypatch):

@@ -339,3 +339,22 @@ def test_recover_with_nothing_in_flight_reads_only_what_is_in_flight(split_store
     # The lease table (only what is in flight) and the partial indexes on move_id.
     reads = [q for q in seen if b"FROM" in q]
     assert reads and all(b"move_id IS NOT NULL" in q or b"FROM move_leases" in q for q in reads), reads
+
+
+def test_a_move_carries_every_column_of_request_specs(split_store):
+    """A column added to request_specs must move with the spec (or be declared local to
+    each database): the table's columns are exactly the two lists, and the move's SQL
+    returns and writes every moved one."""
+    from reqspec_repo._store.move_rows import LOCAL_COLUMNS, MOVED_COLUMNS
+    from reqspec_repo._store.queries import query
+
+    columns = {name for (name,) in run_sql(
+        split_store.topology, API,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'request_specs'",
+    )}
+    assert columns == set(MOVED_COLUMNS) | set(LOCAL_COLUMNS)
+    seal, copy = query("request_specs", "seal_outgoing").sql, query("request_specs", "upsert_incoming").sql
+    returning = seal.split("RETURNING", 1)[1]
+    inserted = copy.split("(", 1)[1].split(")", 1)[0]
+    for column in MOVED_COLUMNS:
+        assert column in returning and column in inserted, column

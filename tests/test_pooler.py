@@ -3,6 +3,7 @@ whatever the pooler does."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -130,3 +131,30 @@ def test_without_pgbouncer_the_run_says_so_with_the_install_command(monkeypatch)
     assert "apt-get install -y pgbouncer" in pgbouncer.report_header_line()
     with pytest.raises(pytest.skip.Exception, match="apt-get install -y pgbouncer"):
         pgbouncer.PgBouncers().front(object())
+
+
+def test_pgbouncers_of_a_killed_test_run_are_swept(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from reqspec_repo.testing import pgbouncer
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid stands for a test run killed with SIGKILL
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands for its pgbouncer
+    orphan = tmp_path / "reqspec-pgbouncer-orphan"
+    orphan.mkdir()
+    (orphan / "owner.pid").write_text(f"{dead.pid}\n")
+    (orphan / "pgbouncer.pid").write_text(f"{stray.pid}\n")
+    mine = tmp_path / "reqspec-pgbouncer-mine"
+    mine.mkdir()
+    (mine / "owner.pid").write_text(f"{os.getpid()}\n")
+    try:
+        pgbouncer.sweep_orphans()
+        assert stray.wait(10) != 0  # terminated
+        assert not orphan.exists() and mine.exists()
+    finally:
+        if stray.poll() is None:
+            stray.kill()

@@ -356,6 +356,11 @@ def cmd_recover(args: argparse.Namespace, topology: Topology) -> int:
     from .._moving.recovery import recover
 
     with _store(topology) as store:
+        if args.expire_leases:
+            from .._store.leases import Leases
+
+            ended = Leases(store.repo.connections).expire_all()
+            print(f"ended {ended} running lease(s)", file=sys.stderr)
         report = recover(store, full=args.full)
     fields = ("rolled_back", "finished", "repaired", "dangling_removed", "adopted", "busy")
     if args.json:
@@ -498,6 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help="cross-check every location record against every database (streamed, "
                    "range by range) and repair orphans, duplicates and dangling locations too")
+    p.add_argument(
+        "--expire-leases", action="store_true",
+        help="end every move lease first (only when every mover is known to be dead, e.g. killed); "
+        "otherwise recover() waits for them to expire (move_lease_ms)",
+    )
     add(
         "verify", cmd_verify,
         "check that every spec is live in exactly one database, the one its location names "

@@ -47,6 +47,14 @@ _ESTIMATE_LOCATIONS = query("spec_locations", "estimate_locations")
 _COUNT_LOCATIONS = query("spec_locations", "count_locations")
 
 
+#: The request_specs columns a move carries from the source row to the target's copy
+#: (``seal_outgoing`` returns them, ``upsert_incoming`` writes them, :class:`SealedRow`
+#: holds them), and those each database keeps for itself. A column added to the table
+#: must join one of the two: tests/test_moves.py checks the table against them.
+MOVED_COLUMNS = ("instance_uuid", "spec", "schema_version", "version")
+LOCAL_COLUMNS = ("id", "move_state", "move_id", "created_at", "updated_at")
+
+
 @attrs.frozen
 class SealedRow:
     """A source row sealed by a move: what the target's copy is made of."""

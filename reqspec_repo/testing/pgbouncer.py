@@ -22,6 +22,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -33,6 +34,8 @@ from urllib.parse import quote, unquote, urlsplit
 from psycopg import conninfo
 
 PGBOUNCER = "pgbouncer"
+_TEMP_PREFIX = "reqspec-pgbouncer-"
+_OWNER_FILE = "owner.pid"
 INSTALL_HINT = "apt-get install -y pgbouncer"
 _OS_USERS = ("reqspec-pg", "pgserver", "nobody")
 
@@ -118,9 +121,10 @@ class PgBouncer:
     def start(self, timeout: float = 20.0, *, port: int | None = None) -> None:
         """Start it on ``port`` (a free one by default)."""
         user = _os_user()
-        base = Path(tempfile.mkdtemp(prefix="reqspec-pgbouncer-"))
+        base = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX))
         self._dir = base
         self.port = port or _free_port()
+        (base / _OWNER_FILE).write_text(f"{os.getpid()}\n")  # for the sweep of orphans
         (base / "userlist.txt").write_text(f"{_quoted(self.user)} {_quoted(self._password)}\n")
         (base / "pgbouncer.ini").write_text("\n".join([
             "[databases]",
@@ -206,11 +210,37 @@ def _traversable(path: Path) -> None:
 # --- pytest: fixtures and report lines (registered by reqspec_repo.testing.pytest_plugin) --
 
 
+def sweep_orphans() -> None:
+    """Stop the PgBouncers whose owning process is gone (a test run killed with SIGKILL
+    cannot stop its own), and delete their directories."""
+    for base in Path(tempfile.gettempdir()).glob(_TEMP_PREFIX + "*"):
+        try:
+            owner = int((base / _OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if owner == os.getpid() or _alive(owner):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((base / "pgbouncer.pid").read_text().strip()), signal.SIGTERM)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PgBouncers:
     """One PgBouncer per server, started on first use, stopped at the end of the session."""
 
     def __init__(self) -> None:
         self._running: dict[str, PgBouncer] = {}
+        sweep_orphans()
 
     def front(self, server: Any, *, pool_mode: str = "transaction") -> PgBouncer:
         """The PgBouncer in front of ``server`` (anything with ``dsn(dbname)``: a
