@@ -17,18 +17,19 @@ scheduling operation and are never persisted; :func:`without_per_operation` rese
 
 from __future__ import annotations
 
-import math
-import re
 import uuid as _uuid
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, Final, TypeAlias
 
 import attrs
 
-from .._errors import SpecValidationError
+from .rules import INT_MAX, INT_MIN, MAX_JSON_DEPTH, canonical_uuid, rule
 
 __all__ = [
+    "INT_MAX",
+    "INT_MIN",
+    "MAX_JSON_DEPTH",
     "PER_OPERATION_FIELDS",
     "Destination",
     "Flavor",
@@ -52,244 +53,7 @@ __all__ = [
 
 #: A JSON value as stored in image properties. Arrays are lists (not tuples) so that a
 #: decoded document compares equal to what was encoded.
-_FLOAT_EXACT_LIMIT = float(2**53)
-
 JsonValue: TypeAlias = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
-
-#: Largest integer accepted anywhere (PostgreSQL bigint / orjson signed 64-bit range).
-INT_MAX: Final = (1 << 63) - 1
-INT_MIN: Final = -(1 << 63)
-#: Deepest nesting accepted inside an image property value.
-MAX_JSON_DEPTH: Final = 64
-
-_Validator: TypeAlias = Callable[[Any, Any, Any], None]
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-
-
-def _tname(value: object) -> str:
-    return type(value).__name__
-
-
-# --- validators ---------------------------------------------------------------------------
-# Each factory takes the field path used in SpecValidationError. Type checks use exact
-# classes (``type(v) is int``) so that bools are not taken for integers.
-
-
-def _int(path: str, *, minimum: int = 0, optional: bool = False) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not int:
-            if value is None and optional:
-                return
-            raise SpecValidationError(path, f"must be an integer, got {_tname(value)}")
-        if value < minimum:
-            raise SpecValidationError(path, f"must be >= {minimum}, got {value}")
-        if value > INT_MAX:
-            raise SpecValidationError(path, f"must be <= {INT_MAX}, got {value}")
-
-    return check
-
-
-def _str(path: str, *, optional: bool = False) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not str and not (optional and value is None):
-            raise SpecValidationError(path, f"must be a string, got {_tname(value)}")
-
-    return check
-
-
-def _bool(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not bool:
-            raise SpecValidationError(path, f"must be a bool, got {_tname(value)}")
-
-    return check
-
-
-def _instance(path: str, cls: type, *, optional: bool = False) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if not isinstance(value, cls) and not (optional and value is None):
-            raise SpecValidationError(path, f"must be a {cls.__name__}, got {_tname(value)}")
-
-    return check
-
-
-def _str_tuple(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not tuple:
-            raise SpecValidationError(path, f"must be a tuple of strings, got {_tname(value)}")
-        for item in value:
-            if type(item) is not str:
-                raise SpecValidationError(path, f"must contain only strings, got {_tname(item)}")
-
-    return check
-
-
-def _instance_tuple(path: str, cls: type) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not tuple:
-            raise SpecValidationError(path, f"must be a tuple, got {_tname(value)}")
-        for item in value:
-            if not isinstance(item, cls):
-                raise SpecValidationError(
-                    path, f"must contain only {cls.__name__} objects, got {_tname(item)}"
-                )
-
-    return check
-
-
-def _check_str_map(path: str, value: object) -> None:
-    if not isinstance(value, Mapping):
-        raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
-    for key, item in value.items():
-        if type(key) is not str or type(item) is not str:
-            raise SpecValidationError(path, f"must map strings to strings, got {key!r}: {item!r}")
-
-
-def _str_map(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        _check_str_map(path, value)
-
-    return check
-
-
-def _int_set(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not frozenset:
-            raise SpecValidationError(path, f"must be a frozenset of integers, got {_tname(value)}")
-        for item in value:
-            if type(item) is not int or not 0 <= item <= INT_MAX:
-                raise SpecValidationError(path, f"must contain non-negative integers, got {item!r}")
-
-    return check
-
-
-def _str_set(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not frozenset or any(type(i) is not str for i in value):
-            raise SpecValidationError(path, "must be a frozenset of strings")
-
-    return check
-
-
-def _float(path: str, *, minimum: float = 0.0) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not float and type(value) is not int:
-            raise SpecValidationError(path, f"must be a number, got {_tname(value)}")
-        if not math.isfinite(value) or value < minimum:
-            raise SpecValidationError(path, f"must be a finite number >= {minimum}, got {value}")
-
-    return check
-
-
-def _json_problem(value: object, where: str, depth: int) -> str | None:
-    """Describe why ``value`` is not a storable JSON value, or return None if it is."""
-    cls = type(value)
-    if cls is str or cls is bool or value is None:
-        return None
-    if isinstance(value, int) and cls is int:
-        return None if INT_MIN <= value <= INT_MAX else f"{where}: integer out of 64-bit range"
-    if isinstance(value, float) and cls is float:
-        if not math.isfinite(value):
-            return f"{where}: non-finite float"
-        # jsonb stores numbers as numeric and prints large ones without an exponent; past
-        # 2**53 such a float would come back as a different (or unparseable) integer.
-        if abs(value) >= _FLOAT_EXACT_LIMIT:
-            return f"{where}: float {value!r} is too large to store exactly (use a string)"
-        return None
-    if depth >= MAX_JSON_DEPTH:
-        return f"{where}: nested deeper than {MAX_JSON_DEPTH} levels"
-    if isinstance(value, list) and cls is list:
-        for i, item in enumerate(value):
-            problem = _json_problem(item, f"{where}[{i}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, dict) and cls is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                return f"{where}: object key {key!r} is not a string"
-            problem = _json_problem(item, f"{where}[{key!r}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"{where}: {cls.__name__} is not a JSON value (use str, int, float, bool, None, list, dict)"
-
-
-def _json_map(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if not isinstance(value, Mapping):
-            raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
-        for key, item in value.items():
-            if type(key) is not str:
-                raise SpecValidationError(path, f"keys must be strings, got {key!r}")
-            problem = _json_problem(item, f"[{key!r}]", 1)
-            if problem:
-                raise SpecValidationError(path, problem)
-
-    return check
-
-
-# --- converters (named functions so that mypy's attrs plugin can type __init__) -------------
-
-
-def _canonical_uuid(path: str, value: object) -> str:
-    if type(value) is str and _CANONICAL_UUID.match(value):
-        return value
-    if isinstance(value, _uuid.UUID):
-        return str(value)
-    if not isinstance(value, str):
-        raise SpecValidationError(path, f"must be a UUID string, got {_tname(value)}")
-    try:
-        return str(_uuid.UUID(value))
-    except ValueError:
-        raise SpecValidationError(path, f"{value!r} is not a valid UUID") from None
-
-
-def canonical_uuid(value: str | _uuid.UUID, field: str = "uuid") -> str:
-    """Return ``value`` as a canonical lowercase UUID string, or raise SpecValidationError."""
-    return _canonical_uuid(field, value)
-
-
-def _conv_instance_uuid(value: str | _uuid.UUID) -> str:
-    return _canonical_uuid("instance_uuid", value)
-
-
-def _conv_image_id(value: str | _uuid.UUID | None) -> str | None:
-    return None if value is None else _canonical_uuid("image.id", value)
-
-
-def _conv_pci_request_id(value: str | _uuid.UUID | None) -> str | None:
-    return None if value is None else _canonical_uuid("pci_requests[].request_id", value)
-
-
-def _conv_group_uuid(value: str | _uuid.UUID) -> str:
-    return _canonical_uuid("instance_group.uuid", value)
-
-
-def _conv_float(value: float) -> float:
-    # ints become floats so that a decoded document re-encodes byte for byte
-    return float(value) if type(value) is int else value
-
-
-def _aware_utc(path: str, value: object) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise SpecValidationError(path, f"must be a datetime or None, got {_tname(value)}")
-    if value.tzinfo is UTC:
-        return value
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise SpecValidationError(path, "must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-def _conv_created_at(value: datetime | None) -> datetime | None:
-    return _aware_utc("image.created_at", value)
-
-
-def _conv_updated_at(value: datetime | None) -> datetime | None:
-    return _aware_utc("image.updated_at", value)
 
 
 # --- durable parts ------------------------------------------------------------------------
@@ -299,22 +63,22 @@ def _conv_updated_at(value: datetime | None) -> datetime | None:
 class Flavor:
     """The flavor the instance was (or is to be) built with."""
 
-    flavorid: str = attrs.field(validator=_str("flavor.flavorid"))
-    name: str = attrs.field(validator=_str("flavor.name"))
-    memory_mb: int = attrs.field(validator=_int("flavor.memory_mb", minimum=1))
-    vcpus: int = attrs.field(validator=_int("flavor.vcpus", minimum=1))
-    root_gb: int = attrs.field(default=0, validator=_int("flavor.root_gb"))
-    ephemeral_gb: int = attrs.field(default=0, validator=_int("flavor.ephemeral_gb"))
-    swap: int = attrs.field(default=0, validator=_int("flavor.swap"))
+    flavorid: str = attrs.field(**rule("str", "flavor.flavorid"))
+    name: str = attrs.field(**rule("str", "flavor.name"))
+    memory_mb: int = attrs.field(**rule("int", "flavor.memory_mb", minimum=1))
+    vcpus: int = attrs.field(**rule("int", "flavor.vcpus", minimum=1))
+    root_gb: int = attrs.field(default=0, **rule("int", "flavor.root_gb"))
+    ephemeral_gb: int = attrs.field(default=0, **rule("int", "flavor.ephemeral_gb"))
+    swap: int = attrs.field(default=0, **rule("int", "flavor.swap"))
     rxtx_factor: float = attrs.field(
-        default=1.0, converter=_conv_float, validator=_float("flavor.rxtx_factor")
+        default=1.0, **rule("float", "flavor.rxtx_factor")
     )
     vcpu_weight: int | None = attrs.field(
-        default=None, validator=_int("flavor.vcpu_weight", optional=True)
+        default=None, **rule("int", "flavor.vcpu_weight", optional=True)
     )
-    is_public: bool = attrs.field(default=True, validator=_bool("flavor.is_public"))
+    is_public: bool = attrs.field(default=True, **rule("bool", "flavor.is_public"))
     extra_specs: Mapping[str, str] = attrs.field(
-        factory=dict, validator=_str_map("flavor.extra_specs")
+        factory=dict, **rule("strmap", "flavor.extra_specs")
     )
 
 
@@ -322,29 +86,29 @@ class Flavor:
 class ImageMeta:
     """Image metadata; ``properties`` is an open mapping of JSON values."""
 
-    id: str | None = attrs.field(default=None, converter=_conv_image_id)
-    name: str | None = attrs.field(default=None, validator=_str("image.name", optional=True))
-    status: str | None = attrs.field(default=None, validator=_str("image.status", optional=True))
+    id: str | None = attrs.field(default=None, **rule("uuid", "image.id", optional=True))
+    name: str | None = attrs.field(default=None, **rule("str", "image.name", optional=True))
+    status: str | None = attrs.field(default=None, **rule("str", "image.status", optional=True))
     checksum: str | None = attrs.field(
-        default=None, validator=_str("image.checksum", optional=True)
+        default=None, **rule("str", "image.checksum", optional=True)
     )
-    owner: str | None = attrs.field(default=None, validator=_str("image.owner", optional=True))
-    size: int | None = attrs.field(default=None, validator=_int("image.size", optional=True))
+    owner: str | None = attrs.field(default=None, **rule("str", "image.owner", optional=True))
+    size: int | None = attrs.field(default=None, **rule("int", "image.size", optional=True))
     virtual_size: int | None = attrs.field(
-        default=None, validator=_int("image.virtual_size", optional=True)
+        default=None, **rule("int", "image.virtual_size", optional=True)
     )
     container_format: str | None = attrs.field(
-        default=None, validator=_str("image.container_format", optional=True)
+        default=None, **rule("str", "image.container_format", optional=True)
     )
     disk_format: str | None = attrs.field(
-        default=None, validator=_str("image.disk_format", optional=True)
+        default=None, **rule("str", "image.disk_format", optional=True)
     )
-    min_ram: int = attrs.field(default=0, validator=_int("image.min_ram"))
-    min_disk: int = attrs.field(default=0, validator=_int("image.min_disk"))
-    created_at: datetime | None = attrs.field(default=None, converter=_conv_created_at)
-    updated_at: datetime | None = attrs.field(default=None, converter=_conv_updated_at)
+    min_ram: int = attrs.field(default=0, **rule("int", "image.min_ram"))
+    min_disk: int = attrs.field(default=0, **rule("int", "image.min_disk"))
+    created_at: datetime | None = attrs.field(default=None, **rule("datetime", "image.created_at", optional=True))
+    updated_at: datetime | None = attrs.field(default=None, **rule("datetime", "image.updated_at", optional=True))
     properties: Mapping[str, JsonValue] = attrs.field(
-        factory=dict, validator=_json_map("image.properties")
+        factory=dict, **rule("jsonmap", "image.properties")
     )
 
 
@@ -352,19 +116,19 @@ class ImageMeta:
 class NumaCell:
     """One guest NUMA cell."""
 
-    id: int = attrs.field(validator=_int("numa_topology.cells[].id"))
+    id: int = attrs.field(**rule("int", "numa_topology.cells[].id"))
     cpuset: frozenset[int] = attrs.field(
-        factory=frozenset, validator=_int_set("numa_topology.cells[].cpuset")
+        factory=frozenset, **rule("intset", "numa_topology.cells[].cpuset")
     )
     pcpuset: frozenset[int] = attrs.field(
-        factory=frozenset, validator=_int_set("numa_topology.cells[].pcpuset")
+        factory=frozenset, **rule("intset", "numa_topology.cells[].pcpuset")
     )
-    memory: int = attrs.field(validator=_int("numa_topology.cells[].memory"))
+    memory: int = attrs.field(**rule("int", "numa_topology.cells[].memory"))
     pagesize: int | None = attrs.field(
-        default=None, validator=_int("numa_topology.cells[].pagesize", optional=True)
+        default=None, **rule("int", "numa_topology.cells[].pagesize", optional=True)
     )
     cpu_policy: str | None = attrs.field(
-        default=None, validator=_str("numa_topology.cells[].cpu_policy", optional=True)
+        default=None, **rule("str", "numa_topology.cells[].cpu_policy", optional=True)
     )
 
 
@@ -373,29 +137,22 @@ class NumaTopology:
     """The requested guest NUMA topology."""
 
     cells: tuple[NumaCell, ...] = attrs.field(
-        default=(), validator=_instance_tuple("numa_topology.cells", NumaCell)
+        default=(), **rule("objs", "numa_topology.cells", of=NumaCell)
     )
-
-
-def _check_pci_spec(_inst: object, _attr: object, value: object) -> None:
-    if type(value) is not tuple:
-        raise SpecValidationError("pci_requests[].spec", f"must be a tuple, got {_tname(value)}")
-    for item in value:
-        _check_str_map("pci_requests[].spec", item)
 
 
 @attrs.frozen(kw_only=True)
 class PciRequest:
     """A request for PCI devices (``spec`` is a tuple of str->str matchers)."""
 
-    count: int = attrs.field(validator=_int("pci_requests[].count", minimum=1))
-    spec: tuple[Mapping[str, str], ...] = attrs.field(default=(), validator=_check_pci_spec)
+    count: int = attrs.field(**rule("int", "pci_requests[].count", minimum=1))
+    spec: tuple[Mapping[str, str], ...] = attrs.field(default=(), **rule("maptuple", "pci_requests[].spec"))
     alias_name: str | None = attrs.field(
-        default=None, validator=_str("pci_requests[].alias_name", optional=True)
+        default=None, **rule("str", "pci_requests[].alias_name", optional=True)
     )
-    request_id: str | None = attrs.field(default=None, converter=_conv_pci_request_id)
+    request_id: str | None = attrs.field(default=None, **rule("uuid", "pci_requests[].request_id", optional=True))
     numa_policy: str | None = attrs.field(
-        default=None, validator=_str("pci_requests[].numa_policy", optional=True)
+        default=None, **rule("str", "pci_requests[].numa_policy", optional=True)
     )
 
 
@@ -403,12 +160,12 @@ class PciRequest:
 class Limits:
     """Resource limits; None means unlimited."""
 
-    vcpu: int | None = attrs.field(default=None, validator=_int("limits.vcpu", optional=True))
+    vcpu: int | None = attrs.field(default=None, **rule("int", "limits.vcpu", optional=True))
     disk_gb: int | None = attrs.field(
-        default=None, validator=_int("limits.disk_gb", optional=True)
+        default=None, **rule("int", "limits.disk_gb", optional=True)
     )
     memory_mb: int | None = attrs.field(
-        default=None, validator=_int("limits.memory_mb", optional=True)
+        default=None, **rule("int", "limits.memory_mb", optional=True)
     )
 
 
@@ -419,15 +176,15 @@ class InstanceGroupRef:
     Build it from a full group with :meth:`from_group`, which drops members and hosts.
     """
 
-    uuid: str = attrs.field(converter=_conv_group_uuid)
+    uuid: str = attrs.field(**rule("uuid", "instance_group.uuid"))
     name: str | None = attrs.field(
-        default=None, validator=_str("instance_group.name", optional=True)
+        default=None, **rule("str", "instance_group.name", optional=True)
     )
     policy: str | None = attrs.field(
-        default=None, validator=_str("instance_group.policy", optional=True)
+        default=None, **rule("str", "instance_group.policy", optional=True)
     )
     rules: Mapping[str, str] = attrs.field(
-        factory=dict, validator=_str_map("instance_group.rules")
+        factory=dict, **rule("strmap", "instance_group.rules")
     )
 
     @classmethod
@@ -443,7 +200,7 @@ class InstanceGroupRef:
     ) -> InstanceGroupRef:
         """Reference a full group; ``members`` and ``hosts`` are accepted and dropped."""
         del members, hosts  # deliberately not persisted
-        return cls(uuid=uuid, name=name, policy=policy, rules=dict(rules or {}))
+        return cls(uuid=canonical_uuid(uuid, "instance_group.uuid"), name=name, policy=policy, rules=dict(rules or {}))
 
 
 # --- per-operation parts (never persisted) --------------------------------------------------
@@ -453,7 +210,7 @@ class InstanceGroupRef:
 class SchedulerRetry:
     """Retry bookkeeping of one scheduling operation."""
 
-    num_attempts: int = attrs.field(default=0, validator=_int("retry.num_attempts"))
+    num_attempts: int = attrs.field(default=0, **rule("int", "retry.num_attempts"))
     #: (host, node) pairs already tried.
     hosts: tuple[tuple[str, str], ...] = ()
 
@@ -463,16 +220,16 @@ class Destination:
     """A destination requested for one operation (e.g. a targeted live migration)."""
 
     host: str | None = attrs.field(
-        default=None, validator=_str("requested_destination.host", optional=True)
+        default=None, **rule("str", "requested_destination.host", optional=True)
     )
     node: str | None = attrs.field(
-        default=None, validator=_str("requested_destination.node", optional=True)
+        default=None, **rule("str", "requested_destination.node", optional=True)
     )
     cell: str | None = attrs.field(
-        default=None, validator=_str("requested_destination.cell", optional=True)
+        default=None, **rule("str", "requested_destination.cell", optional=True)
     )
     aggregates: tuple[str, ...] = attrs.field(
-        default=(), validator=_str_tuple("requested_destination.aggregates")
+        default=(), **rule("strtuple", "requested_destination.aggregates")
     )
 
 
@@ -484,10 +241,10 @@ class RequestGroup:
     use_same_provider: bool = True
     resources: Mapping[str, int] = attrs.field(factory=dict)
     required_traits: frozenset[str] = attrs.field(
-        factory=frozenset, validator=_str_set("requested_resources[].required_traits")
+        factory=frozenset, **rule("strset", "requested_resources[].required_traits")
     )
     forbidden_traits: frozenset[str] = attrs.field(
-        factory=frozenset, validator=_str_set("requested_resources[].forbidden_traits")
+        factory=frozenset, **rule("strset", "requested_resources[].forbidden_traits")
     )
     in_tree: str | None = None
 
@@ -497,9 +254,9 @@ class NetworkMetadata:
     """Physical networks and tunnelling needed by the requested networks."""
 
     physnets: tuple[str, ...] = attrs.field(
-        default=(), validator=_str_tuple("network_metadata.physnets")
+        default=(), **rule("strtuple", "network_metadata.physnets")
     )
-    tunneled: bool = attrs.field(default=False, validator=_bool("network_metadata.tunneled"))
+    tunneled: bool = attrs.field(default=False, **rule("bool", "network_metadata.tunneled"))
 
 
 @attrs.frozen(kw_only=True)
@@ -517,10 +274,10 @@ class RequestLevelParams:
     """Placement parameters that apply to the whole request."""
 
     root_required: frozenset[str] = attrs.field(
-        factory=frozenset, validator=_str_set("request_level_params.root_required")
+        factory=frozenset, **rule("strset", "request_level_params.root_required")
     )
     root_forbidden: frozenset[str] = attrs.field(
-        factory=frozenset, validator=_str_set("request_level_params.root_forbidden")
+        factory=frozenset, **rule("strset", "request_level_params.root_forbidden")
     )
     same_subtree: tuple[tuple[str, ...], ...] = ()
 
@@ -533,55 +290,45 @@ class RequestSpec:
     """The scheduling request of one instance (durable part plus per-operation part)."""
 
     # durable
-    instance_uuid: str = attrs.field(converter=_conv_instance_uuid)
-    project_id: str = attrs.field(validator=_str("project_id"))
-    user_id: str = attrs.field(validator=_str("user_id"))
+    instance_uuid: str = attrs.field(**rule("uuid", "instance_uuid"))
+    project_id: str = attrs.field(**rule("str", "project_id"))
+    user_id: str = attrs.field(**rule("str", "user_id"))
     availability_zone: str | None = attrs.field(
-        default=None, validator=_str("availability_zone", optional=True)
+        default=None, **rule("str", "availability_zone", optional=True)
     )
-    num_instances: int = attrs.field(default=1, validator=_int("num_instances", minimum=1))
-    flavor: Flavor = attrs.field(validator=_instance("flavor", Flavor))
+    num_instances: int = attrs.field(default=1, **rule("int", "num_instances", minimum=1))
+    flavor: Flavor = attrs.field(**rule("obj", "flavor", of=Flavor))
     image: ImageMeta | None = attrs.field(
-        default=None, validator=_instance("image", ImageMeta, optional=True)
+        default=None, **rule("obj", "image", of=ImageMeta, optional=True)
     )
     numa_topology: NumaTopology | None = attrs.field(
-        default=None, validator=_instance("numa_topology", NumaTopology, optional=True)
+        default=None, **rule("obj", "numa_topology", of=NumaTopology, optional=True)
     )
     pci_requests: tuple[PciRequest, ...] = attrs.field(
-        default=(), validator=_instance_tuple("pci_requests", PciRequest)
+        default=(), **rule("objs", "pci_requests", of=PciRequest)
     )
-    force_hosts: tuple[str, ...] = attrs.field(default=(), validator=_str_tuple("force_hosts"))
-    force_nodes: tuple[str, ...] = attrs.field(default=(), validator=_str_tuple("force_nodes"))
-    limits: Limits = attrs.field(factory=Limits, validator=_instance("limits", Limits))
+    force_hosts: tuple[str, ...] = attrs.field(default=(), **rule("strtuple", "force_hosts"))
+    force_nodes: tuple[str, ...] = attrs.field(default=(), **rule("strtuple", "force_nodes"))
+    limits: Limits = attrs.field(factory=Limits, **rule("obj", "limits", of=Limits))
     instance_group: InstanceGroupRef | None = attrs.field(
-        default=None, validator=_instance("instance_group", InstanceGroupRef, optional=True)
+        default=None, **rule("obj", "instance_group", of=InstanceGroupRef, optional=True)
     )
-    scheduler_hints: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    scheduler_hints: Mapping[str, tuple[str, ...]] = attrs.field(
+        factory=dict, **rule("hints", "scheduler_hints")
+    )
     security_groups: tuple[str, ...] = attrs.field(
-        default=(), validator=_str_tuple("security_groups")
+        default=(), **rule("strtuple", "security_groups")
     )
-    is_bfv: bool = attrs.field(default=False, validator=_bool("is_bfv"))
+    is_bfv: bool = attrs.field(default=False, **rule("bool", "is_bfv"))
 
     # per-operation (never persisted; see PER_OPERATION_FIELDS)
     retry: SchedulerRetry | None = None
-    ignore_hosts: tuple[str, ...] = attrs.field(default=(), validator=_str_tuple("ignore_hosts"))
+    ignore_hosts: tuple[str, ...] = attrs.field(default=(), **rule("strtuple", "ignore_hosts"))
     requested_destination: Destination | None = None
     requested_resources: tuple[RequestGroup, ...] = ()
     network_metadata: NetworkMetadata | None = None
     requested_networks: tuple[RequestedNetwork, ...] = ()
     request_level_params: RequestLevelParams | None = None
-
-    @scheduler_hints.validator
-    def _check_hints(self, _attr: object, value: object) -> None:
-        if not isinstance(value, Mapping):
-            raise SpecValidationError("scheduler_hints", f"must be a mapping, got {_tname(value)}")
-        for key, hint in value.items():
-            if type(key) is not str:
-                raise SpecValidationError("scheduler_hints", f"keys must be strings, got {key!r}")
-            if type(hint) is not tuple or any(type(h) is not str for h in hint):
-                raise SpecValidationError(
-                    "scheduler_hints", f"value of {key!r} must be a tuple of strings"
-                )
 
 
 #: Names of the RequestSpec fields that live only for one operation and are never persisted.
