@@ -145,6 +145,19 @@ def _unstructure_int_set(value: frozenset[int]) -> list[int]:
     return sorted(value)
 
 
+def _structure_str_set(value: Any, _: Any) -> frozenset[str]:
+    if value.__class__ is not list:
+        raise _wrong("an array of strings", value)
+    for item in value:
+        if item.__class__ is not str:
+            raise _wrong("an array of strings", item)
+    return frozenset(value)
+
+
+def _unstructure_str_set(value: frozenset[str]) -> list[str]:
+    return sorted(value)
+
+
 def _unstructure_mapping(value: Mapping[str, Any]) -> dict[str, Any]:
     # Values of every mapping in the model need no unstructuring (str, tuples of str,
     # JSON values); orjson only needs a real dict.
@@ -172,6 +185,10 @@ def _is_int_set(t: Any) -> bool:
     return bool(t == frozenset[int])
 
 
+def _is_str_set(t: Any) -> bool:
+    return bool(t == frozenset[str])
+
+
 def _is_homogeneous_tuple(t: Any) -> bool:
     args = get_args(t)
     return get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
@@ -192,6 +209,8 @@ def _build_converter() -> OrjsonConverter:
     conv.register_structure_hook_func(_is_optional_of(int), _structure_optional_int)
     conv.register_structure_hook_func(_is_int_set, _structure_int_set)
     conv.register_unstructure_hook_func(_is_int_set, _unstructure_int_set)
+    conv.register_structure_hook_func(_is_str_set, _structure_str_set)
+    conv.register_unstructure_hook_func(_is_str_set, _unstructure_str_set)
 
     def tuple_factory(t: Any) -> Callable[[Any, Any], Any]:
         inner = homogenous_tuple_structure_factory(t, conv)
@@ -231,14 +250,24 @@ def _build_converter() -> OrjsonConverter:
         conv.register_structure_hook(cls, structure_object)
         conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **overrides))
 
-    json_props = override(
-        struct_hook=_structure_json_object, unstruct_hook=_unstructure_mapping
-    )
+    json_map = override(struct_hook=_structure_json_object, unstruct_hook=_unstructure_mapping)
+
+    def json_overrides(cls: type) -> dict[str, Any]:
+        # Open JSON mappings (image properties, kept Nova fields): the model checks them.
+        return {
+            f.name: json_map for f in attrs.fields(cls)
+            if (r := rules.rule_of(f)) is not None and r.kind == "jsonmap"
+        }
+
     for cls in _document_classes()[:-1]:  # RequestSpec (the last) comes below
-        register_class(cls, **({"properties": json_props} if cls is model.ImageMeta else {}))
+        register_class(cls, **json_overrides(cls))
     # Per-operation fields are omitted both ways: never written, and refused as unknown
     # keys when reading.
-    register_class(RequestSpec, **{name: override(omit=True) for name in PER_OPERATION_FIELDS})
+    register_class(
+        RequestSpec,
+        **json_overrides(RequestSpec),
+        **{name: override(omit=True) for name in PER_OPERATION_FIELDS},
+    )
     return conv
 
 
@@ -317,6 +346,12 @@ def _check_code(r: Rule, cls_name: str) -> str:
             "for x in v.values():\n"
             "    if x.__class__ is not str: raise _Reject"
         )
+    elif r.kind == "intmap":
+        code = (
+            "if v.__class__ is not dict: raise _Reject\n"
+            "for x in v.values():\n"
+            "    if x.__class__ is not int or x < _INT_MIN or x > _INT_MAX: raise _Reject"
+        )
     elif r.kind == "jsonmap":
         code = (
             "if v.__class__ is not dict: raise _Reject\n"
@@ -354,7 +389,7 @@ def _check_code(r: Rule, cls_name: str) -> str:
             "for x in v:\n"
             "    if x.__class__ is not dict: raise _Reject\n"
             "    for y in x.values():\n"
-            "        if y.__class__ is not str: raise _Reject\n"
+            "        if y is not None and y.__class__ is not str: raise _Reject\n"
             "v = tuple(v)"
         )
     elif r.kind == "obj":
@@ -372,7 +407,7 @@ def _write_expr(r: Rule, attr: str, cls_name: str) -> str:
     """An expression unstructuring ``attr`` (e.g. ``o.name``) as the reference does."""
     if r.kind == "intset":
         expr = f"sorted({attr})"
-    elif r.kind in ("strmap", "jsonmap", "hints"):
+    elif r.kind in ("strmap", "intmap", "jsonmap", "hints"):
         expr = f"_as_dict({attr})"
     elif r.kind == "strset":
         expr = f"sorted({attr})"
@@ -406,7 +441,7 @@ def _generate_fast_paths() -> tuple[Callable[[dict[str, Any]], RequestSpec], Cal
     from datetime import UTC, datetime
 
     namespace: dict[str, Any] = {
-        "_Reject": _Reject, "_INT_MAX": _INT_MAX, "_isfinite": math.isfinite,
+        "_Reject": _Reject, "_INT_MAX": _INT_MAX, "_INT_MIN": model.INT_MIN, "_isfinite": math.isfinite,
         "_uuid_match": _UUID_TEXT.match, "_uuid_text": lambda v: str(_uuid.UUID(v)),
         "_fromisoformat": datetime.fromisoformat, "_UTC": UTC,
         "_json_problem": rules.json_problem, "_as_dict": _unstructure_mapping,

@@ -49,12 +49,12 @@ RULE: Final = "reqspec_rule"
 #: * ``str``, ``int``, ``float``, ``bool``: a scalar (``int``/``float`` bounded below by
 #:   ``minimum``, ints also by the 64-bit range; floats finite, ints accepted and widened);
 #: * ``uuid``: a uuid string, canonicalised; ``datetime``: timezone-aware, kept in UTC;
-#: * ``strmap``: str -> str; ``jsonmap``: str -> any JSON value; ``hints``: str -> tuple of str;
+#: * ``strmap``: str -> str; ``intmap``: str -> int (64-bit); ``jsonmap``: str -> any JSON value; ``hints``: str -> tuple of str;
 #: * ``strtuple``: tuple of str; ``strset``: frozenset of str; ``intset``: frozenset of
-#:   ints >= ``minimum``; ``maptuple``: tuple of str -> str mappings;
+#:   ints >= ``minimum``; ``maptuple``: tuple of str -> (str or None) mappings;
 #: * ``obj``: an instance of ``of``; ``objs``: a tuple of them.
 Kind: TypeAlias = Literal[
-    "str", "int", "float", "bool", "uuid", "datetime", "strmap", "jsonmap", "hints",
+    "str", "int", "float", "bool", "uuid", "datetime", "strmap", "intmap", "jsonmap", "hints",
     "strtuple", "strset", "intset", "maptuple", "obj", "objs",
 ]
 
@@ -153,6 +153,12 @@ def _check(r: Rule, value: object) -> None:
             raise SpecValidationError(path, f"must be a bool, got {_tname(value)}")
     elif kind == "strmap":
         _check_str_map(path, value)
+    elif kind == "intmap":
+        if not isinstance(value, Mapping):
+            raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
+        for key, item in value.items():
+            if type(key) is not str or type(item) is not int or not INT_MIN <= item <= INT_MAX:
+                raise SpecValidationError(path, f"must map strings to integers, got {key!r}: {item!r}")
     elif kind == "jsonmap":
         if not isinstance(value, Mapping):
             raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
@@ -189,7 +195,13 @@ def _check(r: Rule, value: object) -> None:
         if type(value) is not tuple:
             raise SpecValidationError(path, f"must be a tuple, got {_tname(value)}")
         for item in value:
-            _check_str_map(path, item)
+            if not isinstance(item, Mapping):
+                raise SpecValidationError(path, f"must contain mappings, got {_tname(item)}")
+            for key, text in item.items():
+                if type(key) is not str or (text is not None and type(text) is not str):
+                    raise SpecValidationError(
+                        path, f"must map strings to strings or None, got {key!r}: {text!r}"
+                    )
     elif kind == "obj":
         assert r.of is not None
         if not isinstance(value, r.of):
