@@ -46,7 +46,11 @@ from ._nova.lifecycle import (
     PreparedMove,
 )
 from ._spec.model import (
+    MEMPAGES_ANY,
+    MEMPAGES_LARGE,
+    MEMPAGES_SMALL,
     PER_OPERATION_FIELDS,
+    UNKNOWN,
     Destination,
     Flavor,
     ImageMeta,
@@ -54,6 +58,7 @@ from ._spec.model import (
     Limits,
     NetworkMetadata,
     NumaCell,
+    NumaLimits,
     NumaTopology,
     PciRequest,
     RequestedNetwork,
@@ -61,6 +66,7 @@ from ._spec.model import (
     RequestLevelParams,
     RequestSpec,
     SchedulerRetry,
+    VirtCpuTopology,
     without_per_operation,
 )
 from ._store.config import API, Database, Settings, Topology, load_topology
@@ -71,9 +77,10 @@ from ._store.repository import RequestSpecRepository, SpecBatch, StoredSpec, Uni
 
 __all__ = [
     # the model (attrs, frozen; no I/O)
-    "PER_OPERATION_FIELDS", "Destination", "Flavor", "ImageMeta", "InstanceGroupRef", "Limits",
-    "NetworkMetadata", "NumaCell", "NumaTopology", "PciRequest", "RequestGroup",
-    "RequestLevelParams", "RequestSpec", "RequestedNetwork", "SchedulerRetry",
+    "MEMPAGES_ANY", "MEMPAGES_LARGE", "MEMPAGES_SMALL", "PER_OPERATION_FIELDS", "UNKNOWN",
+    "Destination", "Flavor", "ImageMeta", "InstanceGroupRef", "Limits", "NetworkMetadata",
+    "NumaCell", "NumaLimits", "NumaTopology", "PciRequest", "RequestGroup", "RequestLevelParams",
+    "RequestSpec", "RequestedNetwork", "SchedulerRetry", "VirtCpuTopology",
     "without_per_operation",
     # configuration and request context
     "API", "Database", "RequestContext", "Settings", "Topology", "api_context", "cell_context",
