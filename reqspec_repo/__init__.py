@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._moving.moves import MoveResult, move_specs
 from ._moving.recovery import Problem, RecoveryReport, VerifyReport, recover, verify
+from ._nova.exporting import export_specs, nova_row
 from ._nova.importing import ImportReport, NovaImportError, RowResult, import_file, import_rows
 from ._nova.lifecycle import (
     InstanceGroup,
@@ -89,9 +90,10 @@ __all__ = [
     "Location", "RequestSpecRepository", "SpecBatch", "SpecStore", "StoredSpec", "UnitOfWork",
     # moving between databases
     "MoveResult", "Problem", "RecoveryReport", "VerifyReport", "move_specs", "recover", "verify",
-    # Nova: the lifecycle of an instance, import of Nova's rows
+    # Nova: the lifecycle of an instance, import of Nova's rows, export back to Nova
     "ImportReport", "InstanceGroup", "Lifecycle", "LifecycleError", "MoveFailedError",
-    "NovaImportError", "Operation", "PreparedMove", "RowResult", "import_file", "import_rows",
+    "NovaImportError", "Operation", "PreparedMove", "RowResult", "export_specs", "import_file",
+    "import_rows", "nova_row",
     # typed errors
     "BatchError", "ConfigError", "ConflictError", "DatabaseUnavailableError",
     "DocumentTooLargeError", "LocationNotFoundError", "MoveError", "MoveInProgressError",
