@@ -225,8 +225,9 @@ def nova_spec(spec: RequestSpec) -> dict[str, Any]:
             "instance_uuid": spec.instance_uuid,
             "requests": [_pci_request(w, r, f"pci_requests[{i}]") for i, r in enumerate(spec.pci_requests)],
         }),
-        "force_hosts": list(spec.force_hosts),
-        "force_nodes": list(spec.force_nodes),
+        # Nova leaves these null unless a host was forced (reset_forced_destinations too)
+        "force_hosts": list(spec.force_hosts) or None,
+        "force_nodes": list(spec.force_nodes) or None,
         "limits": _limits(w, spec.limits),
         "instance_group": None if spec.instance_group is None else _group(w, spec.instance_group),
         "scheduler_hints": {k: list(v) for k, v in spec.scheduler_hints.items()},
