@@ -448,3 +448,12 @@ def test_export_nova_cli_writes_rows_of_every_database_or_the_given_ones(store, 
     assert cmd_export_nova(args, store.topology) == 0
     (only,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert only["instance_uuid"] == rows[0]["instance_uuid"]
+
+
+def test_unknown_project_user_and_is_bfv_are_healed_from_the_instance_and_only_then():
+    from reqspec_repo import heal_unknown
+
+    spec, _ = converted("before_1_9")
+    healed = heal_unknown(spec, project_id="other", user_id="u1", is_bfv=True)
+    assert (healed.project_id, healed.user_id, healed.is_bfv) == (spec.project_id, "u1", True)
+    assert heal_unknown(healed, user_id="u2", is_bfv=False) is healed  # known values stay
