@@ -10,7 +10,7 @@ import attrs
 import orjson
 import psycopg
 import pytest
-from conftest import run_sql
+from helpers import run_sql
 from hypothesis import HealthCheck, given, settings
 from strategies import request_specs
 
