@@ -192,6 +192,7 @@ class Mover:
                             "specs": [as_jsonb(r[1]) for r in rows],
                             "schema_versions": [r[2] for r in rows],
                             "versions": [r[3] for r in rows],
+                            "operations": [None if r[4] is None else as_jsonb(r[4]) for r in rows],
                             "move_id": move_id,
                         },
                     )

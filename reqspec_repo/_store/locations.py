@@ -125,6 +125,30 @@ class SpecStore:
         spec = codec.decode(row[0], instance_uuid=loc.instance_uuid, database=database.name)
         return StoredSpec(spec, int(row[1]), database.name)
 
+    def get_with_operation(self, instance_uuid: str | uuid_mod.UUID) -> tuple[StoredSpec, bytes | None]:
+        """Like :meth:`get`, with the raw document of the operation in flight kept in the
+        same row (None when there is none)."""
+        loc = self.location(instance_uuid)
+        database = self.topology.database(loc.database)
+        with self.repo.connections.connection(database.name) as conn:
+            row = conn.execute(
+                query("request_specs", "get_committed_with_operation").statement,
+                {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.move_id},
+            ).fetchone()
+        if row is None:
+            raise SpecNotFoundError(loc.instance_uuid, database.name)
+        spec = codec.decode(row[0], instance_uuid=loc.instance_uuid, database=database.name)
+        operation = None if row[2] is None else bytes(row[2])
+        return StoredSpec(spec, int(row[1]), database.name), operation
+
+    def save_with_operation(
+        self, spec: RequestSpec, *, expected_version: int, operation: bytes | None
+    ) -> StoredSpec:
+        """Compare-and-swap of the spec and its operation in flight, wherever it lives."""
+        return self.repo.save_with_operation(
+            self.context_for(spec.instance_uuid), spec, expected_version=expected_version, operation=operation
+        )
+
     def context_for(self, instance_uuid: str | uuid_mod.UUID) -> RequestContext:
         """A request context targeting the database that holds this instance's spec."""
         return RequestContext(self.location(instance_uuid).database)
