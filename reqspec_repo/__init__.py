@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._moving.moves import MoveResult, move_specs
 from ._moving.recovery import Problem, RecoveryReport, VerifyReport, recover, verify
+from ._nova.exporting import export_specs, nova_row
 from ._nova.importing import ImportReport, NovaImportError, RowResult, import_file, import_rows
 from ._nova.lifecycle import (
     InstanceGroup,
@@ -46,7 +47,11 @@ from ._nova.lifecycle import (
     PreparedMove,
 )
 from ._spec.model import (
+    MEMPAGES_ANY,
+    MEMPAGES_LARGE,
+    MEMPAGES_SMALL,
     PER_OPERATION_FIELDS,
+    UNKNOWN,
     Destination,
     Flavor,
     ImageMeta,
@@ -54,6 +59,7 @@ from ._spec.model import (
     Limits,
     NetworkMetadata,
     NumaCell,
+    NumaLimits,
     NumaTopology,
     PciRequest,
     RequestedNetwork,
@@ -61,6 +67,7 @@ from ._spec.model import (
     RequestLevelParams,
     RequestSpec,
     SchedulerRetry,
+    VirtCpuTopology,
     without_per_operation,
 )
 from ._store.config import API, Database, Settings, Topology, load_topology
@@ -71,9 +78,10 @@ from ._store.repository import RequestSpecRepository, SpecBatch, StoredSpec, Uni
 
 __all__ = [
     # the model (attrs, frozen; no I/O)
-    "PER_OPERATION_FIELDS", "Destination", "Flavor", "ImageMeta", "InstanceGroupRef", "Limits",
-    "NetworkMetadata", "NumaCell", "NumaTopology", "PciRequest", "RequestGroup",
-    "RequestLevelParams", "RequestSpec", "RequestedNetwork", "SchedulerRetry",
+    "MEMPAGES_ANY", "MEMPAGES_LARGE", "MEMPAGES_SMALL", "PER_OPERATION_FIELDS", "UNKNOWN",
+    "Destination", "Flavor", "ImageMeta", "InstanceGroupRef", "Limits", "NetworkMetadata",
+    "NumaCell", "NumaLimits", "NumaTopology", "PciRequest", "RequestGroup", "RequestLevelParams",
+    "RequestSpec", "RequestedNetwork", "SchedulerRetry", "VirtCpuTopology",
     "without_per_operation",
     # configuration and request context
     "API", "Database", "RequestContext", "Settings", "Topology", "api_context", "cell_context",
@@ -82,9 +90,10 @@ __all__ = [
     "Location", "RequestSpecRepository", "SpecBatch", "SpecStore", "StoredSpec", "UnitOfWork",
     # moving between databases
     "MoveResult", "Problem", "RecoveryReport", "VerifyReport", "move_specs", "recover", "verify",
-    # Nova: the lifecycle of an instance, import of Nova's rows
+    # Nova: the lifecycle of an instance, import of Nova's rows, export back to Nova
     "ImportReport", "InstanceGroup", "Lifecycle", "LifecycleError", "MoveFailedError",
-    "NovaImportError", "Operation", "PreparedMove", "RowResult", "import_file", "import_rows",
+    "NovaImportError", "Operation", "PreparedMove", "RowResult", "export_specs", "import_file",
+    "import_rows", "nova_row",
     # typed errors
     "BatchError", "ConfigError", "ConflictError", "DatabaseUnavailableError",
     "DocumentTooLargeError", "LocationNotFoundError", "MoveError", "MoveInProgressError",

@@ -141,7 +141,7 @@ def test_bad_rows_are_rejected_one_by_one_while_valid_ones_land(store, tmp_path)
         {"instance_uuid": numa["instance_uuid"], "spec": "{not json"},          # 3 invalid spec JSON
         _with(numa, v2),                                                        # 4 unknown version
         {"spec": pci["spec"]},                                                  # 5 missing uuid
-        {"instance_uuid": group[0]["instance_uuid"], "spec": pci["spec"]},      # 6 uuid mismatch
+        {"instance_uuid": group[0]["instance_uuid"], "spec": pci["spec"]},      # 6 uuid mismatch: column wins
         _with(pci, vcpus_text),                                                 # 7 wrong type
         _with(group[1], flavor_v2),                                             # 8 unknown nested version
         _with(group[2], hints_not_lists),                                       # 9 wrong type
@@ -151,23 +151,23 @@ def test_bad_rows_are_rejected_one_by_one_while_valid_ones_land(store, tmp_path)
     report = import_file(store, write_jsonl(tmp_path / "mixed.jsonl", lines))
     by_line = {r.line: r for r in report.rows}
     assert [by_line[n].status for n in range(1, 12)] == [
-        "imported", "rejected", "rejected", "rejected", "rejected", "rejected",
+        "imported", "rejected", "rejected", "rejected", "rejected", "imported",
         "rejected", "rejected", "rejected", "imported", "rejected",
     ]
     reasons = {n: by_line[n].reason or "" for n in range(1, 12)}
     assert "not valid JSON" in reasons[2] and "not valid JSON" in reasons[3]
     assert "unknown version: RequestSpec 2.0" in reasons[4]
     assert "instance_uuid: missing" in reasons[5]
-    assert "mismatch" in reasons[6]
+    assert any("the row's column" in c for c in by_line[6].changes)
     assert "flavor.vcpus" in reasons[7] and "integer" in reasons[7]
     assert reasons[8].startswith("flavor: unknown version: Flavor 2.1")
     assert "scheduler_hints.group" in reasons[9]
     assert "duplicate" in reasons[11]
-    assert not report.ok and report.imported == 2 and report.rejected == 9
+    assert not report.ok and report.imported == 3 and report.rejected == 8
     assert store.get(plain["instance_uuid"]).spec.flavor.name == "m1.medium"
     assert store.get(pci["instance_uuid"]).spec.pci_requests
     assert sorted(store.locations([r["instance_uuid"] for r in [plain, numa, pci, *group]])) == sorted(
-        [plain["instance_uuid"], pci["instance_uuid"]]
+        [plain["instance_uuid"], pci["instance_uuid"], group[0]["instance_uuid"]]
     )
 
 
