@@ -36,6 +36,7 @@ from reqspec_repo._nova.lifecycle import (
     Operation,
     OperationInFlightError,
     RebuildNumaConflictError,
+    UnhealedFieldError,
 )
 from reqspec_repo._spec.model import (
     Flavor,
@@ -112,7 +113,7 @@ def boot_pinned(life: Lifecycle, cell: str = "cell1") -> RequestSpec:
 def resize_pinned(life: Lifecycle, spec: RequestSpec, **kwargs):
     return life.prepare_move(
         spec.instance_uuid, "resize", current_host=HOST, new_flavor=NFV_LARGE,
-        new_numa_topology=NUMA_LARGE, new_pci_requests=(qat_request(2),), **kwargs,
+        new_numa_topology=NUMA_LARGE, new_pci_requests=(qat_request(2, spec.instance_uuid),), **kwargs,
     )
 
 
@@ -294,11 +295,12 @@ def test_resize_takes_numa_and_pci_of_the_new_flavor_and_keeps_port_requests_LP1
     resize = resize_pinned(life, spec)
     # the scheduler sizes for the new flavor, its NUMA topology and its PCI aliases...
     assert resize.spec.flavor == NFV_LARGE and resize.spec.numa_topology == NUMA_LARGE
-    assert resize.spec.pci_requests == (qat_request(2), port)  # ...the SR-IOV port request stays
+    qat2 = qat_request(2, spec.instance_uuid)
+    assert resize.spec.pci_requests == (qat2, port)  # ...the SR-IOV port request stays
     assert store.get(spec.instance_uuid).spec.flavor == NFV_MEDIUM  # nothing persisted before selection
     started = life.destination_selected(resize)
     stored = store.get(spec.instance_uuid).spec
-    assert (stored.flavor, stored.numa_topology, stored.pci_requests) == (NFV_LARGE, NUMA_LARGE, (qat_request(2), port))
+    assert (stored.flavor, stored.numa_topology, stored.pci_requests) == (NFV_LARGE, NUMA_LARGE, (qat2, port))
     assert started.stored_version == resize.stored_version + 1  # one compare-and-swap
 
 
@@ -306,7 +308,7 @@ def test_resize_to_a_flavor_changing_numa_or_pci_inputs_without_them_is_refused(
     spec = boot_pinned(life)
     with pytest.raises(ConstraintsRequiredError, match="new_numa_topology") as err:
         life.prepare_move(spec.instance_uuid, "resize", current_host=HOST, new_flavor=NFV_LARGE,
-                          new_pci_requests=(qat_request(2),))
+                          new_pci_requests=(qat_request(2, spec.instance_uuid),))
     assert err.value.instance_uuid == spec.instance_uuid and "hw:mem_page_size" in str(err.value)
     with pytest.raises(ConstraintsRequiredError, match="new_pci_requests.*pci_passthrough:alias"):
         life.prepare_move(spec.instance_uuid, "resize", current_host=HOST, new_flavor=NFV_LARGE,
@@ -404,7 +406,7 @@ def test_resize_started_by_a_killed_process_is_ended_by_another_by_instance_uuid
         else:
             done = life.confirm_resize(key)
             port = pinned_guest(key).pci_requests[1]
-            expected = (NFV_LARGE, NUMA_LARGE, (qat_request(2), port), "cell2")
+            expected = (NFV_LARGE, NUMA_LARGE, (qat_request(2, key), port), "cell2")
         spec = store.get(key).spec
         assert (spec.flavor, spec.numa_topology, spec.pci_requests, done.database) == expected
         assert life.where(key).database == expected[3] and life.in_flight(key) is None
@@ -508,6 +510,31 @@ def test_internal_nova_hints_are_never_persisted(life, groups, store, topology):
     assert "_nova_check_type" not in prepared.spec.scheduler_hints
     assert "_nova_check_type" not in raw_row(topology, spec.instance_uuid)[1]["scheduler_hints"]
     assert any("_nova_check_type" in r for r in prepared.repairs)
+
+
+def test_unknown_project_user_and_is_bfv_are_healed_from_the_caller_and_persisted_ensure_project_and_user_id_LP1469179(
+    life, groups, store, topology
+):
+    (spec,) = boot(life, groups)
+    # a row as Nova's Newton online migration / a pre-Rocky spec left it: values unknown
+    run_sql(topology, "cell1",
+            """UPDATE request_specs SET spec = spec || '{"project_id": null, "user_id": null, "is_bfv": null}'
+               WHERE instance_uuid = %s""", [spec.instance_uuid])
+    assert store.get(spec.instance_uuid).spec.project_id is None
+    with pytest.raises(UnhealedFieldError) as err:  # never scheduled with them unknown
+        life.prepare_move(spec.instance_uuid, "live_migrate", current_host=HOST, project_id="p1", user_id="u1")
+    assert err.value.field == "is_bfv" and err.value.instance_uuid == spec.instance_uuid
+    assert store.get(spec.instance_uuid).version == 1  # nothing written
+    healed = life.prepare_move(spec.instance_uuid, "live_migrate", current_host=HOST,
+                               project_id="p1", user_id="u1", is_bfv=True)
+    assert (healed.spec.project_id, healed.spec.user_id, healed.spec.is_bfv) == ("p1", "u1", True)
+    stored = store.get(spec.instance_uuid)
+    assert (stored.spec.project_id, stored.spec.user_id, stored.spec.is_bfv) == ("p1", "u1", True)
+    assert len([r for r in healed.repairs if "healed" in r]) == 3
+    # known values are kept: the caller's only fill what is unknown (as Nova does)
+    again = life.prepare_move(spec.instance_uuid, "evacuate", current_host=HOST, project_id="other", is_bfv=False)
+    assert (again.spec.project_id, again.spec.is_bfv) == ("p1", True) and again.repairs == ()
+    assert store.get(spec.instance_uuid).version == 2
 
 
 # --- rebuild ----------------------------------------------------------------------------

@@ -102,44 +102,57 @@ def sample_spec(instance_uuid: str | None = None, *, num_instances: int = 1) -> 
 # --- a pinned, huge-page, SR-IOV guest ------------------------------------------------
 # The NUMA topologies and PCI requests below are what Nova 34's
 # hardware.numa_get_constraints and pci_request.get_pci_requests_from_flavor give for
-# these flavors (with [pci] alias = {"name": "qat", "vendor_id": "8086",
-# "product_id": "37c9"}); the port request is the one Nova's Neutron code builds for an
-# SR-IOV port (vnic_type direct) on physnet1.
+# these flavors (checked against nova==34.0.0, with [pci] alias = {"name": "qat",
+# "vendor_id": "8086", "product_id": "37c9"}; Nova draws the alias requests' request_id
+# at random, here it is derived from the instance); the port request is the one Nova's
+# Neutron code builds for an SR-IOV port (vnic_type direct) on physnet1.
 
 _QAT = {"vendor_id": "8086", "product_id": "37c9"}
 
 NFV_MEDIUM = Flavor(
     flavorid="nfv.medium", name="nfv.medium", memory_mb=4096, vcpus=4, root_gb=20,
     extra_specs={
-        "hw:cpu_policy": "dedicated", "hw:mem_page_size": "2048", "pci_passthrough:alias": "qat:1",
+        "hw:cpu_policy": "dedicated", "hw:cpu_thread_policy": "isolate",
+        "hw:emulator_threads_policy": "isolate", "hw:mem_page_size": "2048", "pci_passthrough:alias": "qat:1",
     },
 )
 NFV_LARGE = Flavor(
     flavorid="nfv.large", name="nfv.large", memory_mb=8192, vcpus=8, root_gb=40,
     extra_specs={
-        "hw:cpu_policy": "dedicated", "hw:mem_page_size": "1048576", "hw:numa_nodes": "2",
+        "hw:cpu_policy": "dedicated", "hw:cpu_thread_policy": "isolate",
+        "hw:emulator_threads_policy": "isolate", "hw:mem_page_size": "1048576", "hw:numa_nodes": "2",
         "pci_passthrough:alias": "qat:2",
     },
 )
-NUMA_MEDIUM = NumaTopology(
-    cells=(NumaCell(id=0, pcpuset=frozenset(range(4)), memory=4096, pagesize=2048, cpu_policy="dedicated"),)
-)
-NUMA_LARGE = NumaTopology(
-    cells=(
-        NumaCell(id=0, pcpuset=frozenset(range(4)), memory=4096, pagesize=1048576, cpu_policy="dedicated"),
-        NumaCell(id=1, pcpuset=frozenset(range(4, 8)), memory=4096, pagesize=1048576, cpu_policy="dedicated"),
+
+
+def _pinned_cell(cell_id: int, cpus: range, pagesize: int) -> NumaCell:
+    return NumaCell(
+        id=cell_id, pcpuset=frozenset(cpus), memory=4096, pagesize=pagesize,
+        cpu_policy="dedicated", cpu_thread_policy="isolate",
     )
+
+
+NUMA_MEDIUM = NumaTopology(cells=(_pinned_cell(0, range(4), 2048),), emulator_threads_policy="isolate")
+NUMA_LARGE = NumaTopology(
+    cells=(_pinned_cell(0, range(4), 1048576), _pinned_cell(1, range(4, 8), 1048576)),
+    emulator_threads_policy="isolate",
 )
 
 
-def qat_request(count: int) -> PciRequest:
+def qat_request(count: int, instance_uuid: str) -> PciRequest:
     """The flavor-alias request of ``pci_passthrough:alias = qat:<count>``."""
-    return PciRequest(count=count, spec=(_QAT,), alias_name="qat", request_id=None)
+    request_id = str(uuid.uuid5(uuid.UUID(instance_uuid), f"qat:{count}"))
+    return PciRequest(count=count, spec=(_QAT,), alias_name="qat", request_id=request_id, numa_policy="legacy")
 
 
-def sriov_port_request(request_id: str) -> PciRequest:
-    """The request of an SR-IOV port (no alias: it comes from Neutron, kept by a resize)."""
-    return PciRequest(count=1, spec=({"physical_network": "physnet1"},), alias_name=None, request_id=request_id)
+def sriov_port_request(instance_uuid: str) -> PciRequest:
+    """The request of an SR-IOV port (no alias: it comes from Neutron; a resize keeps it)."""
+    port_id = str(uuid.uuid5(uuid.UUID(instance_uuid), "port"))
+    return PciRequest(
+        count=1, spec=({"physical_network": "physnet1", "remote_managed": "False"},), alias_name=None,
+        request_id=str(uuid.uuid5(uuid.UUID(port_id), "request")), requester_id=port_id,
+    )
 
 
 def pinned_guest(instance_uuid: str | None = None) -> RequestSpec:
@@ -153,7 +166,7 @@ def pinned_guest(instance_uuid: str | None = None) -> RequestSpec:
         flavor=NFV_MEDIUM,
         image=ImageMeta(id=str(uuid.uuid4()), name="vrouter-7", properties={"hw_vif_multiqueue_enabled": True}),
         numa_topology=NUMA_MEDIUM,
-        pci_requests=(qat_request(1), sriov_port_request(str(uuid.uuid5(uuid.NAMESPACE_URL, key)))),
+        pci_requests=(qat_request(1, key), sriov_port_request(key)),
         security_groups=("default",),
     )
 
@@ -165,7 +178,8 @@ def start_pinned_resize(life: Lifecycle, spec: RequestSpec, source_cell: str, ta
     life.scheduled(spec.instance_uuid, source_cell)
     resize = life.prepare_move(
         spec.instance_uuid, "resize", current_host="compute-1", new_flavor=NFV_LARGE,
-        new_numa_topology=NUMA_LARGE, new_pci_requests=(qat_request(2),), allow_cross_cell_move=True,
+        new_numa_topology=NUMA_LARGE, new_pci_requests=(qat_request(2, spec.instance_uuid),),
+        allow_cross_cell_move=True,
     )
     return life.destination_selected(resize, cell=target_cell)
 

@@ -349,9 +349,11 @@ def describe_numa(topology: NumaTopology | None) -> str:
     cells = []
     for cell in topology.cells:
         cpus = f"pcpus {_cpus(cell.pcpuset)}" if cell.pcpuset else f"cpus {_cpus(cell.cpuset)}"
+        threads = f" ({cell.cpu_thread_policy})" if cell.cpu_thread_policy else ""
         page = f", pages {cell.pagesize}" if cell.pagesize is not None else ""
-        cells.append(f"[{cell.id}: {cpus}, {cell.memory} MB{page}]")
-    return " ".join(cells) or "no cells"
+        cells.append(f"[{cell.id}: {cpus}{threads}, {cell.memory} MB{page}]")
+    emulator = f" emulator threads {topology.emulator_threads_policy}" if topology.emulator_threads_policy else ""
+    return (" ".join(cells) or "no cells") + emulator
 
 
 def describe_pci(requests: Sequence[PciRequest]) -> str:
@@ -678,7 +680,10 @@ class Lifecycle:
                 dest_cell = cell
         else:
             dest_cell = cell  # _restrict_request_spec_to_cell
-        destination = Destination(host=target_host, node=target_node, cell=dest_cell)
+        destination = Destination(
+            host=target_host, node=target_node, cell=dest_cell,
+            allow_cross_cell_move=allow_cross_cell_move and op in CONFIRMABLE,
+        )
 
         ignore: tuple[str, ...] = ()
         if current_host is not None and (
