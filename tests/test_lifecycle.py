@@ -41,9 +41,11 @@ from reqspec_repo._nova.lifecycle import (
 from reqspec_repo._spec.model import (
     Flavor,
     ImageMeta,
+    NetworkMetadata,
     NumaCell,
     NumaTopology,
     PciRequest,
+    RequestedNetwork,
     RequestSpec,
 )
 from reqspec_repo._store.config import API
@@ -284,6 +286,20 @@ def test_original_constraints_are_kept_by_a_cold_migration(life, groups):
     assert view.instance_group is not None and view.instance_group.policy == "anti-affinity"
 
 
+def test_network_information_reaches_the_scheduler_but_never_storage_ensure_network_information(
+    life, groups, topology
+):
+    (spec,) = boot(life, groups)
+    metadata = NetworkMetadata(physnets=frozenset({"physnet1"}), tunneled=True)
+    networks = (RequestedNetwork(network_id=str(uuid.uuid4()), port_id=str(uuid.uuid4())),)
+    prepared = life.prepare_move(spec.instance_uuid, "evacuate", current_host=HOST,
+                                 network_metadata=metadata, requested_networks=networks)
+    assert prepared.spec.network_metadata == metadata and prepared.spec.requested_networks == networks
+    life.save_in_flight(prepared, availability_zone="az2")
+    doc = raw_row(topology, spec.instance_uuid)[1]
+    assert "network_metadata" not in doc and "requested_networks" not in doc
+
+
 # --- resize: flavor, NUMA and PCI together ----------------------------------------------
 
 
@@ -452,8 +468,10 @@ def test_resize_and_cold_migration_cross_cells_only_with_allow_cross_cell_move(l
     with pytest.raises(CrossCellMoveError, match="allow_cross_cell_move"):
         life.destination_selected(restricted, cell="cell2")
     assert life.where(spec.instance_uuid).database == "cell1" and life.in_flight(spec.instance_uuid) is None
+    assert restricted.spec.requested_destination.allow_cross_cell_move is False
     allowed = life.prepare_move(spec.instance_uuid, operation, allow_cross_cell_move=True, **move_args(operation))
     assert allowed.spec.requested_destination.cell == "cell1"  # preferred, not required
+    assert allowed.spec.requested_destination.allow_cross_cell_move is True  # in Destination, as Nova
     targeted = life.prepare_move(spec.instance_uuid, operation, allow_cross_cell_move=True,
                                  target_host="compute-9", **move_args(operation))
     assert targeted.spec.requested_destination.cell is None  # a targeted host may be anywhere

@@ -51,8 +51,10 @@ from .._spec.model import (
     Flavor,
     ImageMeta,
     InstanceGroupRef,
+    NetworkMetadata,
     NumaTopology,
     PciRequest,
+    RequestedNetwork,
     RequestSpec,
     SchedulerRetry,
     durable_fields,
@@ -613,6 +615,8 @@ class Lifecycle:
         project_id: str | None = None,
         user_id: str | None = None,
         is_bfv: bool | None = None,
+        network_metadata: NetworkMetadata | None = None,
+        requested_networks: Sequence[RequestedNetwork] = (),
         group_lookup: GroupLookup | None = None,
     ) -> PreparedMove:
         """Repair the stored spec as Nova does before scheduling, persist the repairs,
@@ -634,6 +638,9 @@ class Lifecycle:
           persisted now, as Nova saves it before scheduling. Not given: kept.
         * ``project_id`` / ``user_id`` / ``is_bfv``: the instance's values, used to heal
           unknown stored ones (persisted); scheduling with them unknown is refused.
+        * ``network_metadata`` / ``requested_networks``: what Nova's
+          ``ensure_network_information`` derives from the instance's network info cache;
+          in the scheduler's view for this operation only (never persisted).
         """
         op = Operation(operation)
         key = normalize_uuid(instance_uuid)
@@ -703,6 +710,8 @@ class Lifecycle:
             ignore_hosts=ignore,
             requested_destination=destination,
             retry=None,
+            network_metadata=network_metadata,
+            requested_networks=tuple(requested_networks),
         )
         return PreparedMove(
             operation=op,
