@@ -24,7 +24,7 @@ from reqspec_repo._cli.demo import (
     sample_spec,
     start_resize_in_child,
 )
-from reqspec_repo._errors import ConflictError, LocationNotFoundError
+from reqspec_repo._errors import ConflictError, LocationNotFoundError, SpecDecodeError
 from reqspec_repo._moving.recovery import recover, verify
 from reqspec_repo._nova.lifecycle import (
     ConstraintsRequiredError,
@@ -383,6 +383,17 @@ def test_a_cold_migration_is_confirmed_or_reverted_like_a_resize(life, groups):
     assert back.database == "cell1" and back.spec.flavor == reverted.flavor
 
 
+def test_a_damaged_operation_record_is_a_typed_error_naming_the_instance(life, store, topology):
+    spec = boot_pinned(life)
+    life.destination_selected(resize_pinned(life, spec))
+    run_sql(topology, "cell1", """UPDATE request_specs SET operation = '{"format": 99}' WHERE instance_uuid = %s""",
+            [spec.instance_uuid])
+    with pytest.raises(SpecDecodeError, match="unknown record format 99") as err:
+        life.revert_resize(spec.instance_uuid)
+    assert err.value.instance_uuid == spec.instance_uuid
+    assert store.get(spec.instance_uuid).spec.flavor == NFV_LARGE  # nothing changed
+
+
 def test_an_operation_in_flight_blocks_another_move_until_confirm_or_revert(life, store):
     spec = boot_pinned(life)
     life.destination_selected(resize_pinned(life, spec))
@@ -600,7 +611,7 @@ def test_misuse_is_refused(life, groups):
         life.prepare_move(spec.instance_uuid, "live_migrate", current_host=HOST, new_flavor=BIG)
     with pytest.raises(LifecycleError):
         life.prepare_move(spec.instance_uuid, "live_migrate", current_host=HOST, allow_cross_cell_move=True)
-    with pytest.raises(ValueError):
+    with pytest.raises(LifecycleError, match="unknown operation 'teleport'"):
         life.prepare_move(spec.instance_uuid, "teleport")
     with pytest.raises(LifecycleError):
         life.update(spec.instance_uuid, retry=None)

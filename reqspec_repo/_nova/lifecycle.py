@@ -642,7 +642,11 @@ class Lifecycle:
           ``ensure_network_information`` derives from the instance's network info cache;
           in the scheduler's view for this operation only (never persisted).
         """
-        op = Operation(operation)
+        try:
+            op = Operation(operation)
+        except ValueError:
+            known = ", ".join(o.value for o in Operation)
+            raise LifecycleError(f"unknown operation {operation!r} (one of: {known})") from None
         key = normalize_uuid(instance_uuid)
         self._check_move_arguments(
             op, current_host=current_host, new_flavor=new_flavor, new_numa_topology=new_numa_topology,
