@@ -18,6 +18,8 @@ instance's life is one method of :class:`Lifecycle`:
                           spec moves to the destination's cell if the operation may
                           cross cells
 ``move_to_cell``          the same move on its own, under the same cell rule
+``in_flight``             the resize / cold migration awaiting confirm or revert, read
+                          from the spec's row
 ``confirm_resize``        end a resize / cold migration, keeping the new constraints;
                           by instance uuid alone, from any process
 ``revert_resize``         end it the other way: back to the source database with the
@@ -562,11 +564,13 @@ class Lifecycle:
         heal: Mapping[str, Any],
         change: Callable[[RequestSpec], tuple[RequestSpec, list[str]]] | None = None,
         expected_version: int | None = None,
+        schedules: Callable[[], bool] = lambda: True,
     ) -> tuple[StoredSpec, InstanceGroup | None, list[str]]:
         """Read the spec (refusing while an operation is in flight, or while the spec is
         still in the API database), apply the repairs and ``change``, refuse if a healed
-        field is still unknown, and persist what changed with one compare-and-swap
-        (re-read and retried on a lost race unless ``expected_version`` is given)."""
+        field is still unknown when the step ``schedules``, and persist what changed with
+        one compare-and-swap (re-read and retried on a lost race unless
+        ``expected_version`` is given)."""
         attempts = 1 if expected_version is not None else self.max_cas_retries + 1
         for attempt in range(attempts):
             stored, operation = self._read(instance_uuid)
@@ -582,7 +586,8 @@ class Lifecycle:
             if change is not None:
                 repaired, more = change(repaired)
                 notes += more
-            self._check_known(repaired)
+            if schedules():
+                self._check_known(repaired)
             version = stored.version if expected_version is None else expected_version
             if repaired == stored.spec and version == stored.version:
                 return attrs.evolve(stored, spec=durable), group, notes
@@ -1013,7 +1018,7 @@ class Lifecycle:
 
         stored, group, repairs = self._load_repair_persist(
             instance_uuid, group_lookup, {"project_id": project_id, "user_id": user_id, "is_bfv": is_bfv},
-            change=check_and_set, expected_version=expected_version,
+            change=check_and_set, expected_version=expected_version, schedules=lambda: image_changed,
         )
         if not image_changed:  # rebuilt in place, without the scheduler
             return PreparedRebuild(stored=stored, spec=None, repairs=tuple(repairs))
