@@ -32,45 +32,72 @@ instance's life is one method of :class:`Lifecycle`:
 ========================  ===========================================================
 
 ``docs/lifecycle.md`` says for every step what is read and written where and which Nova
-rule it follows; each rule has a regression test in ``tests/test_lifecycle.py``.
+rule it follows; each rule has a regression test in ``tests/test_lifecycle.py``. The
+rules themselves are pure functions in :mod:`.rules`; what a step returns is in
+:mod:`.prepared`, its errors in :mod:`.lifecycle_errors`, the durable record of an
+operation in flight in :mod:`.inflight`.
 """
-
 from __future__ import annotations
 
-import enum
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any
 
 import attrs
 
-from .._errors import ConflictError, ReqSpecError
+from .._errors import ConflictError
 from .._moving.moves import MoveResult, move_specs
 from .._spec.model import (
-    PER_OPERATION_FIELDS,
     Destination,
     Flavor,
     ImageMeta,
-    InstanceGroupRef,
     NetworkMetadata,
     NumaTopology,
     PciRequest,
     RequestedNetwork,
     RequestSpec,
-    SchedulerRetry,
-    durable_fields,
     without_per_operation,
 )
 from .._store.config import API
 from .._store.locations import Location, SpecStore
 from .._store.repository import StoredSpec, normalize_uuid
-from .inflight import (
-    CONFIRMABLE,
-    InFlightOperation,
-    Operation,
-    decode_operation,
-    encode_operation,
+from .inflight import CONFIRMABLE, InFlightOperation, Operation, decode_operation, encode_operation
+from .lifecycle_errors import (
+    ConstraintsRequiredError,
+    CrossCellMoveError,
+    LifecycleError,
+    MoveFailedError,
+    NoOperationInFlightError,
+    OperationInFlightError,
+    RebuildNumaConflictError,
+    UnhealedFieldError,
+)
+from .prepared import (
+    GroupLookup,
+    InstanceGroup,
+    InstanceGroupLike,
+    PreparedMove,
+    PreparedRebuild,
+    describe_numa,
+    describe_pci,
+    describe_view,
+)
+from .rules import (
+    ALWAYS_LEAVE_HOST,
+    NUMA_IMAGE_PROPERTIES,
+    UNSET,
+    VIEW_OWNED,
+    Unset,
+    cell_rule,
+    changed_keys,
+    check_durable_changes,
+    check_known,
+    check_move_arguments,
+    check_no_internal_hints,
+    relevant,
+    repair,
+    resize_constraints,
 )
 
 __all__ = [
@@ -91,347 +118,16 @@ __all__ = [
     "PreparedRebuild",
     "RebuildNumaConflictError",
     "UnhealedFieldError",
+    "describe_numa",
+    "describe_pci",
+    "describe_view",
 ]
-
-
-class _Unset(enum.Enum):
-    UNSET = "unset"
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-#: "Not given": keep what is stored (``availability_zone=None`` on the other hand unpins).
-UNSET: Final = _Unset.UNSET
-
-#: Operations that never go back to the host the instance is on (Nova's live migration
-#: task and evacuation put ``instance.host`` into ``ignore_hosts`` unconditionally).
-_ALWAYS_LEAVE_HOST: Final = frozenset({Operation.LIVE_MIGRATE, Operation.EVACUATE})
-#: Operations Nova restricts to the instance's current cell (``_restrict_request_spec_to_cell``
-#: and the live migration task's own restriction).
-_IN_CELL_ONLY: Final = frozenset({Operation.LIVE_MIGRATE, Operation.EVACUATE, Operation.UNSHELVE})
-
-#: Fields of the scheduler's view that the operation itself decides; a save in the
-#: middle of the operation does not change them in the view.
-_VIEW_OWNED: Final = frozenset({"num_instances", "force_hosts", "force_nodes", "instance_group"})
-_DURABLE: Final = frozenset(durable_fields())
-
-#: Hints that only Nova's own code sets for one request (``_nova_check_type`` of a
-#: rebuild): never persisted.
-_INTERNAL_HINT_PREFIX: Final = "_nova"
-
-#: Flavor extra specs that feed Nova's ``hardware.numa_get_constraints``.
-_NUMA_EXTRA_SPECS: Final = (
-    "hw:numa_", "hw:cpu_policy", "hw:cpu_thread_policy", "hw:cpu_realtime", "hw:cpu_dedicated_mask",
-    "hw:emulator_threads_policy", "hw:mem_page_size", "hw:pmem", "hw:locked_memory",
-    "resources:PCPU", "resources:VCPU", "trait:HW_CPU_HYPERTHREADING",
-)
-#: Image properties that feed it.
-_NUMA_IMAGE_PROPERTIES: Final = (
-    "hw_numa_", "hw_cpu_policy", "hw_cpu_thread_policy", "hw_cpu_realtime", "hw_mem_page_size",
-    "hw_locked_memory", "hw_pmem", "trait:HW_CPU_HYPERTHREADING",
-)
-#: Flavor extra specs that feed Nova's ``pci_request.get_pci_requests_from_flavor``.
-_PCI_EXTRA_SPECS: Final = ("pci_passthrough:alias", "hw:pci_numa_affinity_policy")
-
-
-# --- errors ---------------------------------------------------------------------------
-
-
-class LifecycleError(ReqSpecError, ValueError):
-    """A lifecycle step was called wrongly (e.g. a resize without a new flavor)."""
-
-
-class CrossCellMoveError(LifecycleError):
-    """The operation may not leave the instance's cell; nothing was written or moved."""
-
-    def __init__(self, instance_uuid: str, operation: Operation, source: str, target: str, why: str) -> None:
-        self.instance_uuid = instance_uuid
-        self.operation = operation
-        self.source = source
-        self.target = target
-        super().__init__(
-            f"instance {instance_uuid}: a {operation.value} cannot move from {source!r} to {target!r}: {why}"
-        )
-
-
-class OperationInFlightError(LifecycleError):
-    """A resize or cold migration of the instance awaits its confirm or revert."""
-
-    def __init__(self, instance_uuid: str, in_flight: InFlightOperation) -> None:
-        self.instance_uuid = instance_uuid
-        self.in_flight = in_flight
-        super().__init__(
-            f"instance {instance_uuid}: a {in_flight.kind.value} started at "
-            f"{in_flight.started_at.isoformat()} awaits confirm_resize or revert_resize"
-        )
-
-
-class NoOperationInFlightError(LifecycleError):
-    """confirm or revert of an instance with no resize or cold migration in flight."""
-
-    def __init__(self, instance_uuid: str, step: str) -> None:
-        self.instance_uuid = instance_uuid
-        super().__init__(f"instance {instance_uuid}: {step} but no resize or cold migration is in flight")
-
-
-class ConstraintsRequiredError(LifecycleError):
-    """A step changes what a constraint is computed from, and the caller did not give the
-    constraint computed for the new inputs (this library does not re-implement Nova's
-    ``hardware`` or ``pci_request`` modules)."""
-
-    def __init__(self, instance_uuid: str, field: str, message: str) -> None:
-        self.instance_uuid = instance_uuid
-        self.field = field
-        super().__init__(f"instance {instance_uuid}: {field} required: {message}")
-
-
-class RebuildNumaConflictError(LifecycleError):
-    """Nova's ImageNUMATopologyRebuildConflict: the new image changes the NUMA constraints."""
-
-    def __init__(self, instance_uuid: str, image_id: str | None) -> None:
-        self.instance_uuid = instance_uuid
-        self.image_id = image_id
-        super().__init__(
-            f"instance {instance_uuid}: rebuilding with image {image_id} would change its NUMA "
-            "constraints; a rebuild keeps the resources it has (resize or rebuild with another image)"
-        )
-
-
-class UnhealedFieldError(LifecycleError):
-    """A field Nova heals before scheduling is still unknown (not stored, not given)."""
-
-    def __init__(self, instance_uuid: str, field: str, hint: str) -> None:
-        self.instance_uuid = instance_uuid
-        self.field = field
-        super().__init__(f"instance {instance_uuid}: {field} is unknown; {hint}")
-
-
-class MoveFailedError(ReqSpecError):
-    """Some specs could not be moved; ``result.failed`` says which and why. The specs
-    that did not move stayed where they were; those in ``result.moved`` did move."""
-
-    def __init__(self, result: MoveResult) -> None:
-        self.result = result
-        first = ", ".join(f"{k}: {v}" for k, v in list(result.failed.items())[:3])
-        more = f" (and {len(result.failed) - 3} more)" if len(result.failed) > 3 else ""
-        super().__init__(f"{len(result.failed)} spec(s) not moved to {result.target!r}: {first}{more}")
-
-
-# --- server groups --------------------------------------------------------------------
-
-
-class InstanceGroupLike(Protocol):
-    """What ``group_lookup`` returns: anything with these attributes (Nova's
-    ``InstanceGroup`` object fits). ``name``, ``policy`` and ``rules`` are read when present."""
-
-    @property
-    def uuid(self) -> Any: ...
-
-    @property
-    def members(self) -> Iterable[str] | None: ...
-
-    @property
-    def hosts(self) -> Iterable[str] | None: ...
-
-
-#: Reads a server group as it is *now*; None when the group no longer exists.
-GroupLookup = Callable[[str], InstanceGroupLike | None]
-
-
-@attrs.frozen(kw_only=True)
-class InstanceGroup:
-    """A server group as read fresh for one operation (members and hosts included)."""
-
-    uuid: str
-    name: str | None = None
-    policy: str | None = None
-    rules: Mapping[str, str] = attrs.field(factory=dict)
-    members: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, found: InstanceGroupLike, stored: InstanceGroupRef) -> InstanceGroup:
-        """Snapshot a looked-up group; attributes it lacks come from the stored reference."""
-        name = getattr(found, "name", stored.name)
-        policy = getattr(found, "policy", stored.policy)
-        rules = getattr(found, "rules", None)
-        return cls(
-            uuid=str(found.uuid),
-            name=None if name is None else str(name),
-            policy=None if policy is None else str(policy),
-            rules={str(k): str(v) for k, v in dict(rules if rules is not None else stored.rules).items()},
-            members=tuple(str(m) for m in (found.members or ())),
-            hosts=tuple(str(h) for h in (found.hosts or ())),
-        )
-
-    def reference(self) -> InstanceGroupRef:
-        """The reference kept in the spec (no members, no hosts)."""
-        return InstanceGroupRef(uuid=self.uuid, name=self.name, policy=self.policy, rules=dict(self.rules))
-
-
-# --- what a step returns --------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class PreparedMove:
-    """One scheduling operation on an existing instance.
-
-    ``spec`` is what the scheduler must use for this operation. ``stored`` is the
-    durable spec as stored now (after the repairs ``prepare_move`` persisted, and after
-    ``destination_selected``); its ``version`` is what the next compare-and-swap names.
-    ``repairs`` says what ``prepare_move`` changed in storage, and why. For a resize,
-    ``new_flavor`` / ``new_numa_topology`` / ``new_pci_requests`` are what
-    ``destination_selected`` persists. ``started`` is true once the operation is
-    durable (resize and cold migration: recorded with the spec until confirm / revert).
-    """
-
-    operation: Operation
-    spec: RequestSpec
-    stored: StoredSpec
-    source_database: str
-    old_flavor: Flavor
-    group: InstanceGroup | None = None
-    current_host: str | None = None
-    new_flavor: Flavor | None = None
-    new_numa_topology: NumaTopology | None = None
-    new_pci_requests: tuple[PciRequest, ...] = ()
-    allow_cross_cell_move: bool = False
-    repairs: tuple[str, ...] = ()
-    started: bool = False
-
-    @property
-    def instance_uuid(self) -> str:
-        return self.stored.instance_uuid
-
-    @property
-    def stored_version(self) -> int:
-        return self.stored.version
-
-    @property
-    def database(self) -> str:
-        """Where the spec lives now (after a move, the target)."""
-        return self.stored.database
-
-    def record_failed_host(self, host: str, node: str | None = None) -> PreparedMove:
-        """A reschedule within this operation (in memory only; the next operation starts
-        clean): a live migration adds the host to ``ignore_hosts`` (Nova's attempted
-        hosts), the others to ``retry``."""
-        if self.operation is Operation.LIVE_MIGRATE:
-            ignore = self.spec.ignore_hosts if host in self.spec.ignore_hosts else (*self.spec.ignore_hosts, host)
-            return attrs.evolve(self, spec=attrs.evolve(self.spec, ignore_hosts=ignore))
-        retry = self.spec.retry or SchedulerRetry()
-        retry = SchedulerRetry(
-            num_attempts=retry.num_attempts + 1, hosts=(*retry.hosts, (host, node or host))
-        )
-        return attrs.evolve(self, spec=attrs.evolve(self.spec, retry=retry))
-
-    def describe(self) -> str:
-        """One line: what the scheduler sees for this operation."""
-        return f"{self.operation.value}: {describe_view(self.spec, self.group)}"
-
-
-@attrs.frozen(kw_only=True)
-class PreparedRebuild:
-    """A rebuild: ``stored`` holds the new image; ``spec`` is the scheduler's check that
-    the current host still fits (forced to it, ``_nova_check_type`` hint), in memory
-    only, or None when the image did not change (no scheduling, as in Nova)."""
-
-    stored: StoredSpec
-    spec: RequestSpec | None
-    repairs: tuple[str, ...] = ()
-
-
-def _cpus(values: frozenset[int]) -> str:
-    return ",".join(str(v) for v in sorted(values)) or "-"
-
-
-def describe_numa(topology: NumaTopology | None) -> str:
-    """A short text of a NUMA topology: cells with CPUs, memory and page size."""
-    if topology is None:
-        return "none"
-    cells = []
-    for cell in topology.cells:
-        cpus = f"pcpus {_cpus(cell.pcpuset)}" if cell.pcpuset else f"cpus {_cpus(cell.cpuset)}"
-        threads = f" ({cell.cpu_thread_policy})" if cell.cpu_thread_policy else ""
-        page = f", pages {cell.pagesize}" if cell.pagesize is not None else ""
-        cells.append(f"[{cell.id}: {cpus}{threads}, {cell.memory} MB{page}]")
-    emulator = f" emulator threads {topology.emulator_threads_policy}" if topology.emulator_threads_policy else ""
-    return (" ".join(cells) or "no cells") + emulator
-
-
-def describe_pci(requests: Sequence[PciRequest]) -> str:
-    """A short text of PCI requests: flavor aliases and Neutron ports."""
-    if not requests:
-        return "none"
-    return ", ".join(
-        f"alias {r.alias_name} x{r.count}" if r.alias_name is not None else f"port x{r.count}"
-        for r in requests
-    )
-
-
-def describe_view(spec: RequestSpec, group: InstanceGroup | None = None) -> str:
-    """What a scheduler's view asks for, on one line."""
-    dest = spec.requested_destination
-    parts = [
-        f"flavor {spec.flavor.name}",
-        f"numa {describe_numa(spec.numa_topology)}",
-        f"pci {describe_pci(spec.pci_requests)}",
-        f"num_instances {spec.num_instances}",
-        f"zone {spec.availability_zone or '-'}",
-        f"group {spec.instance_group.policy if spec.instance_group else '-'}"
-        + (f" (members {len(group.members)}, hosts {list(group.hosts)})" if group else ""),
-        f"destination {dest.host if dest and dest.host else '-'}",
-        f"cell {dest.cell if dest and dest.cell else '-'}",
-        f"ignore_hosts {list(spec.ignore_hosts)}",
-        f"force_hosts {list(spec.force_hosts)}",
-        f"retry {spec.retry.num_attempts if spec.retry else '-'}",
-    ]
-    return ", ".join(parts)
-
-
-# --- helpers --------------------------------------------------------------------------
 
 
 def _uuid_list(instance_uuids: str | uuid_mod.UUID | Iterable[str | uuid_mod.UUID]) -> list[str]:
     if isinstance(instance_uuids, (str, uuid_mod.UUID)):
         return [normalize_uuid(instance_uuids)]
     return [normalize_uuid(u) for u in instance_uuids]
-
-
-def _internal_hints(hints: Mapping[str, object]) -> list[str]:
-    return sorted(k for k in hints if k.startswith(_INTERNAL_HINT_PREFIX))
-
-
-def _check_no_internal_hints(instance_uuid: str, hints: Mapping[str, object]) -> None:
-    internal = _internal_hints(hints)
-    if internal:
-        raise LifecycleError(
-            f"instance {instance_uuid}: scheduler_hints[{internal[0]!r}] is Nova's internal, "
-            "per-request hint and is never persisted"
-        )
-
-
-def _check_durable_changes(instance_uuid: str, changes: Mapping[str, object]) -> None:
-    per_op = sorted(set(changes) & set(PER_OPERATION_FIELDS))
-    if per_op:
-        raise LifecycleError(f"{', '.join(per_op)} belong to one operation and are never persisted")
-    if "instance_uuid" in changes:
-        raise LifecycleError("the instance uuid of a spec cannot change")
-    unknown = sorted(set(changes) - _DURABLE)
-    if unknown:
-        raise LifecycleError(f"unknown RequestSpec field(s): {', '.join(unknown)}")
-    hints = changes.get("scheduler_hints")
-    if isinstance(hints, Mapping):
-        _check_no_internal_hints(instance_uuid, hints)
-
-
-def _relevant(mapping: Mapping[str, object], prefixes: tuple[str, ...]) -> dict[str, object]:
-    return {k: v for k, v in mapping.items() if k.startswith(prefixes)}
-
-
-def _changed_keys(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
 class Lifecycle:
@@ -467,7 +163,7 @@ class Lifecycle:
             return []
         for spec in batch:
             if isinstance(spec, RequestSpec):
-                _check_no_internal_hints(spec.instance_uuid, spec.scheduler_hints)
+                check_no_internal_hints(spec.instance_uuid, spec.scheduler_hints)
         return self.store.create(batch, database=database)
 
     def scheduled(
@@ -515,47 +211,7 @@ class Lifecycle:
             return None, True
         return InstanceGroup.of(found, ref), False
 
-    @staticmethod
-    def _repaired(
-        spec: RequestSpec,
-        group_deleted: bool,
-        *,
-        project_id: str | None,
-        user_id: str | None,
-        is_bfv: bool | None,
-    ) -> tuple[RequestSpec, list[str]]:
-        """Nova's repairs before scheduling: what changes in the durable spec, and notes."""
-        changes: dict[str, Any] = {}
-        notes: list[str] = []
-        hints = dict(spec.scheduler_hints)
-        if group_deleted and spec.instance_group is not None:
-            changes["instance_group"] = None
-            notes.append(f"server group {spec.instance_group.uuid} was deleted: reference removed")
-            if hints.pop("group", None) is not None:
-                notes.append("its 'group' scheduler hint removed (LP #1890244)")
-        for key in _internal_hints(hints):
-            del hints[key]
-            notes.append(f"internal scheduler hint {key!r} removed (Nova never persists it)")
-        if hints != dict(spec.scheduler_hints):
-            changes["scheduler_hints"] = hints
-        # ensure_project_and_user_id / heal_reqspec_is_bfv: fill what is unknown only.
-        healed = {"project_id": project_id, "user_id": user_id, "is_bfv": is_bfv}
-        for field, given in healed.items():
-            if getattr(spec, field) is None and given is not None:
-                changes[field] = given
-                notes.append(f"{field} healed to {given!r} from the caller")
-        return (attrs.evolve(spec, **changes) if changes else spec), notes
 
-    @staticmethod
-    def _check_known(spec: RequestSpec) -> None:
-        hints = {
-            "project_id": "pass project_id= (Nova's ensure_project_and_user_id takes the instance's)",
-            "user_id": "pass user_id= (Nova's ensure_project_and_user_id takes the instance's)",
-            "is_bfv": "pass is_bfv= (Nova's heal_reqspec_is_bfv asks the block device mappings)",
-        }
-        for field, hint in hints.items():
-            if getattr(spec, field) is None:
-                raise UnhealedFieldError(spec.instance_uuid, field, hint)
 
     def _load_repair_persist(
         self,
@@ -582,12 +238,12 @@ class Lifecycle:
                 )
             durable = without_per_operation(stored.spec)
             group, deleted = self._fresh_group(durable, group_lookup)
-            repaired, notes = self._repaired(durable, deleted, **heal)
+            repaired, notes = repair(durable, deleted, **heal)
             if change is not None:
                 repaired, more = change(repaired)
                 notes += more
             if schedules():
-                self._check_known(repaired)
+                check_known(repaired)
             version = stored.version if expected_version is None else expected_version
             if repaired == stored.spec and version == stored.version:
                 return attrs.evolve(stored, spec=durable), group, notes
@@ -609,14 +265,14 @@ class Lifecycle:
         *,
         current_host: str | None = None,
         new_flavor: Flavor | None = None,
-        new_numa_topology: NumaTopology | None | _Unset = UNSET,
-        new_pci_requests: Sequence[PciRequest] | _Unset = UNSET,
+        new_numa_topology: NumaTopology | None | Unset = UNSET,
+        new_pci_requests: Sequence[PciRequest] | Unset = UNSET,
         target_host: str | None = None,
         target_node: str | None = None,
         target_cell: str | None = None,
         allow_cross_cell_move: bool = False,
         allow_same_host: bool = False,
-        availability_zone: str | None | _Unset = UNSET,
+        availability_zone: str | None | Unset = UNSET,
         project_id: str | None = None,
         user_id: str | None = None,
         is_bfv: bool | None = None,
@@ -653,7 +309,7 @@ class Lifecycle:
             known = ", ".join(o.value for o in Operation)
             raise LifecycleError(f"unknown operation {operation!r} (one of: {known})") from None
         key = normalize_uuid(instance_uuid)
-        self._check_move_arguments(
+        check_move_arguments(
             op, current_host=current_host, new_flavor=new_flavor, new_numa_topology=new_numa_topology,
             new_pci_requests=new_pci_requests, target_host=target_host, target_node=target_node,
             allow_cross_cell_move=allow_cross_cell_move, allow_same_host=allow_same_host,
@@ -661,7 +317,7 @@ class Lifecycle:
         )
 
         def unshelve_zone(spec: RequestSpec) -> tuple[RequestSpec, list[str]]:
-            if isinstance(availability_zone, _Unset) or availability_zone == spec.availability_zone:
+            if isinstance(availability_zone, Unset) or availability_zone == spec.availability_zone:
                 return spec, []
             what = "unpinned" if availability_zone is None else f"set to {availability_zone!r}"
             note = f"availability_zone {what} before scheduling (unshelve, microversion 2.91)"
@@ -678,12 +334,12 @@ class Lifecycle:
         if op is Operation.RESIZE:
             assert new_flavor is not None
             flavor = new_flavor
-            numa, pci = self._resize_constraints(durable, new_flavor, new_numa_topology, new_pci_requests)
+            numa, pci = resize_constraints(durable, new_flavor, new_numa_topology, new_pci_requests)
 
         if target_cell is not None and target_cell != cell and not (
             op in CONFIRMABLE and allow_cross_cell_move
         ):
-            raise CrossCellMoveError(key, op, cell, target_cell, self._cell_rule(op))
+            raise CrossCellMoveError(key, op, cell, target_cell, cell_rule(op))
         if op in CONFIRMABLE:
             # Nova's MigrationTask: restricted to the current cell unless cross-cell moves
             # are allowed; then the current cell is preferred, or unset for a targeted move.
@@ -703,7 +359,7 @@ class Lifecycle:
 
         ignore: tuple[str, ...] = ()
         if current_host is not None and (
-            op in _ALWAYS_LEAVE_HOST or (op in CONFIRMABLE and not allow_same_host)
+            op in ALWAYS_LEAVE_HOST or (op in CONFIRMABLE and not allow_same_host)
         ):
             ignore = (current_host,)
 
@@ -737,94 +393,8 @@ class Lifecycle:
             repairs=tuple(repairs),
         )
 
-    @staticmethod
-    def _check_move_arguments(
-        op: Operation,
-        *,
-        current_host: str | None,
-        new_flavor: Flavor | None,
-        new_numa_topology: object,
-        new_pci_requests: object,
-        target_host: str | None,
-        target_node: str | None,
-        allow_cross_cell_move: bool,
-        allow_same_host: bool,
-        availability_zone: object,
-    ) -> None:
-        if op is Operation.RESIZE and new_flavor is None:
-            raise LifecycleError("a resize needs new_flavor")
-        if op is not Operation.RESIZE and (
-            new_flavor is not None or new_numa_topology is not UNSET or new_pci_requests is not UNSET
-        ):
-            raise LifecycleError(f"{op.value} does not change the flavor or its constraints; use a resize")
-        if op is Operation.UNSHELVE:
-            if current_host is not None:
-                raise LifecycleError("an unshelve (of a shelved-offloaded instance) has no current host")
-        elif not current_host:
-            raise LifecycleError(f"a {op.value} needs current_host (the host the instance is on)")
-        if target_node is not None and target_host is None:
-            raise LifecycleError("target_node needs target_host")
-        if op in _ALWAYS_LEAVE_HOST and target_host is not None and target_host == current_host:
-            raise LifecycleError(f"a {op.value} never goes back to the host it leaves ({current_host})")
-        if allow_same_host and op not in CONFIRMABLE:
-            raise LifecycleError(f"{op.value} never stays on the same host")
-        if allow_cross_cell_move and op not in CONFIRMABLE:
-            raise LifecycleError(f"a {op.value} never leaves the instance's cell")
-        if availability_zone is not UNSET and op is not Operation.UNSHELVE:
-            raise LifecycleError("only an unshelve may choose another availability zone")
 
-    @staticmethod
-    def _resize_constraints(
-        stored: RequestSpec,
-        new_flavor: Flavor,
-        new_numa: NumaTopology | None | _Unset,
-        new_pci: Sequence[PciRequest] | _Unset,
-    ) -> tuple[NumaTopology | None, tuple[PciRequest, ...]]:
-        """The NUMA topology and PCI requests for the new flavor (LP #1805767, #1983753,
-        #1941005): the caller's, required when the new flavor changes their inputs;
-        Neutron port requests are always kept from the stored spec."""
-        old = stored.flavor
-        key = stored.instance_uuid
-        if isinstance(new_numa, _Unset):
-            changed = _changed_keys(
-                _relevant(old.extra_specs, _NUMA_EXTRA_SPECS), _relevant(new_flavor.extra_specs, _NUMA_EXTRA_SPECS)
-            )
-            if stored.numa_topology is not None:
-                changed += [f for f in ("vcpus", "memory_mb") if getattr(old, f) != getattr(new_flavor, f)]
-            if changed:
-                raise ConstraintsRequiredError(
-                    key, "new_numa_topology",
-                    f"the new flavor {new_flavor.name} changes {', '.join(changed)}; pass the topology "
-                    "Nova's hardware.numa_get_constraints gives for it (None for none)",
-                )
-            numa = stored.numa_topology
-        else:
-            numa = new_numa
-        ports = tuple(r for r in stored.pci_requests if r.alias_name is None)
-        if isinstance(new_pci, _Unset):
-            changed = _changed_keys(
-                _relevant(old.extra_specs, _PCI_EXTRA_SPECS), _relevant(new_flavor.extra_specs, _PCI_EXTRA_SPECS)
-            )
-            if changed:
-                raise ConstraintsRequiredError(
-                    key, "new_pci_requests",
-                    f"the new flavor {new_flavor.name} changes {', '.join(changed)}; pass the requests "
-                    "Nova's get_pci_requests_from_flavor gives for it (() for none)",
-                )
-            return numa, stored.pci_requests
-        given = tuple(new_pci)
-        if any(not isinstance(r, PciRequest) or r.alias_name is None for r in given):
-            raise LifecycleError(
-                f"instance {key}: new_pci_requests are the new flavor's alias requests (alias_name set); "
-                "Neutron port requests cannot change in a resize and are kept"
-            )
-        return numa, given + ports
 
-    @staticmethod
-    def _cell_rule(op: Operation) -> str:
-        if op in CONFIRMABLE:
-            return "cross-cell resize and cold migration need allow_cross_cell_move"
-        return f"Nova restricts a {op.value} to the instance's current cell"
 
     def _check_cell(self, prepared: PreparedMove, target: str) -> None:
         if target == prepared.database:
@@ -833,7 +403,7 @@ class Lifecycle:
         if op in CONFIRMABLE and prepared.allow_cross_cell_move:
             self.store.topology.database(target)  # unknown cell: ConfigError, nothing written
             return
-        raise CrossCellMoveError(prepared.instance_uuid, op, prepared.database, target, self._cell_rule(op))
+        raise CrossCellMoveError(prepared.instance_uuid, op, prepared.database, target, cell_rule(op))
 
     def destination_selected(self, prepared: PreparedMove, *, cell: str | None = None) -> PreparedMove:
         """The scheduler picked a destination (in ``cell``; default: the current one).
@@ -904,10 +474,10 @@ class Lifecycle:
 
         Only the stored spec plus ``changes`` is written, never the scheduler's view;
         the record of an operation in flight stays as it is."""
-        _check_durable_changes(prepared.instance_uuid, changes)
+        check_durable_changes(prepared.instance_uuid, changes)
         durable = attrs.evolve(prepared.stored.spec, **changes)
         saved = self.store.save(durable, expected_version=prepared.stored_version)
-        owned = set(_VIEW_OWNED)
+        owned = set(VIEW_OWNED)
         if prepared.operation is Operation.RESIZE:
             owned |= {"flavor", "numa_topology", "pci_requests"}
         if prepared.operation is Operation.UNSHELVE:
@@ -975,7 +545,7 @@ class Lifecycle:
         *,
         current_host: str,
         current_node: str | None = None,
-        numa_topology: NumaTopology | None | _Unset = UNSET,
+        numa_topology: NumaTopology | None | Unset = UNSET,
         expected_version: int | None = None,
         project_id: str | None = None,
         user_id: str | None = None,
@@ -1002,10 +572,10 @@ class Lifecycle:
             image_changed = not (old == image or (old is not None and old.id is not None and old.id == image.id))
             if not image_changed:
                 return spec, []
-            old_props = _relevant(spec.image.properties if spec.image else {}, _NUMA_IMAGE_PROPERTIES)
-            new_props = _relevant(image.properties, _NUMA_IMAGE_PROPERTIES)
-            if isinstance(numa_topology, _Unset):
-                changed = _changed_keys(old_props, new_props)
+            old_props = relevant(spec.image.properties if spec.image else {}, NUMA_IMAGE_PROPERTIES)
+            new_props = relevant(image.properties, NUMA_IMAGE_PROPERTIES)
+            if isinstance(numa_topology, Unset):
+                changed = changed_keys(old_props, new_props)
                 if changed:
                     raise ConstraintsRequiredError(
                         spec.instance_uuid, "numa_topology",
@@ -1044,7 +614,7 @@ class Lifecycle:
         compare-and-swap up to ``max_cas_retries`` times (the changes are absolute
         values, so re-applying them is safe)."""
         key = normalize_uuid(instance_uuid)
-        _check_durable_changes(key, changes)
+        check_durable_changes(key, changes)
         attempts = 1 if expected_version is not None else self.max_cas_retries + 1
         for attempt in range(attempts):
             current = self.store.get(key)
