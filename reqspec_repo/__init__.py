@@ -77,6 +77,7 @@ from ._spec.model import (
     RequestSpec,
     SchedulerRetry,
     VirtCpuTopology,
+    heal_unknown,
     without_per_operation,
 )
 from ._store.config import API, Database, Settings, Topology, load_topology
@@ -91,7 +92,7 @@ __all__ = [
     "Destination", "Flavor", "ImageMeta", "InstanceGroupRef", "Limits", "NetworkMetadata",
     "NumaCell", "NumaLimits", "NumaTopology", "PciRequest", "RequestGroup", "RequestLevelParams",
     "RequestSpec", "RequestedNetwork", "SchedulerRetry", "VirtCpuTopology",
-    "without_per_operation",
+    "heal_unknown", "without_per_operation",
     # configuration and request context
     "API", "Database", "RequestContext", "Settings", "Topology", "api_context", "cell_context",
     "load_topology", "migrate_topology", "target_cell",

@@ -13,8 +13,7 @@ The mapping is the inverse of :mod:`reqspec_repo._nova.importing`:
   and left out (Nova's "not set") where it is not, e.g. an unknown ``is_bfv``;
 * security groups are written as Nova's ``make_secgroup_list`` builds them: a uuid-like
   entry in ``uuid``, any other in ``name``;
-* the PCI request list and the NUMA topology carry the spec's instance uuid where the
-  stored one is not known;
+* the PCI request list carries the spec's instance uuid (as Nova's does);
 * fields of newer Nova versions kept by the import (``unknown_nova_fields``) are written
   back into the object they came from.
 """
@@ -141,13 +140,13 @@ def _cell(w: _Writer, c: NumaCell, path: str) -> dict[str, Any]:
     })
 
 
-def _numa(w: _Writer, t: NumaTopology, instance_uuid: str) -> dict[str, Any]:
+def _numa(w: _Writer, t: NumaTopology) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "instance_uuid": t.instance_uuid or instance_uuid,
         "cells": [_cell(w, c, f"numa_topology.cells[{i}]") for i, c in enumerate(t.cells)],
         "emulator_threads_policy": t.emulator_threads_policy,
     }
     _set_if(data, "id", t.id)
+    _set_if(data, "instance_uuid", t.instance_uuid)
     return w.envelope("InstanceNUMATopology", "numa_topology", data)
 
 
@@ -220,13 +219,14 @@ def nova_spec(spec: RequestSpec) -> dict[str, Any]:
         "num_instances": spec.num_instances,
         "flavor": _flavor(w, spec.flavor),
         "image": None if spec.image is None else _image(w, spec.image),
-        "numa_topology": None if spec.numa_topology is None else _numa(w, spec.numa_topology, spec.instance_uuid),
+        "numa_topology": None if spec.numa_topology is None else _numa(w, spec.numa_topology),
         "pci_requests": w.envelope("InstancePCIRequests", "pci_requests", {
             "instance_uuid": spec.instance_uuid,
             "requests": [_pci_request(w, r, f"pci_requests[{i}]") for i, r in enumerate(spec.pci_requests)],
         }),
-        "force_hosts": list(spec.force_hosts),
-        "force_nodes": list(spec.force_nodes),
+        # Nova leaves these null unless a host was forced (reset_forced_destinations too)
+        "force_hosts": list(spec.force_hosts) or None,
+        "force_nodes": list(spec.force_nodes) or None,
         "limits": _limits(w, spec.limits),
         "instance_group": None if spec.instance_group is None else _group(w, spec.instance_group),
         "scheduler_hints": {k: list(v) for k, v in spec.scheduler_hints.items()},

@@ -9,18 +9,26 @@ envelopes ``{"nova_object.name", "nova_object.namespace", "nova_object.version",
 InstancePCIRequests with InstancePCIRequest, SchedulerLimits, InstanceGroup,
 SecurityGroupList with SecurityGroup...).
 
-Mapping to :class:`~reqspec_repo.RequestSpec`:
+Every field Nova 34 persists has a home in :class:`~reqspec_repo.RequestSpec` (see the
+field table in docs/devref.md), and each row is loaded as Nova 34's
+``RequestSpec._from_db_object`` loads it. Each change is named in the row's report
+(``RowResult.changes``):
 
-* the durable fields map one to one; Nova fields the model does not keep are dropped
-  (flavor ``id``/``disabled``/``projects``/timestamps, image ``visibility``/``tags``/...,
-  NUMA ``cpu_thread_policy``/``cpuset_reserved``, PCI ``is_new``/``requester_id``,
-  the NUMA part of the limits, security groups other than their names);
-* the per-operation fields (``retry``, ``ignore_hosts``, ``requested_destination``,
-  ``requested_resources``, ``network_metadata``, ``request_level_params``,
-  ``requested_networks``) are dropped on the way in, as are the group's ``members`` and
-  ``hosts``: older Nova releases stored some of them;
-* the group ``policy`` of InstanceGroup < 1.11 comes from its ``policies`` list; a
-  RequestSpec < 1.9 has no ``user_id`` and gets ``""``.
+* the row's ``instance_uuid`` column wins over the one inside the spec, and the spec's
+  ``id`` (Nova's row id) is dropped;
+* a pinned cell stored before InstanceNUMACell 1.5 gets its dedicated CPUs moved from
+  ``cpuset`` to ``pcpuset`` (Nova's ``_migrate_legacy_dedicated_instance_cpuset``,
+  LP #1952941);
+* a group without uuid takes it from the ``group`` scheduler hint (LP #1830747); without
+  the hint the row is rejected;
+* per-operation fields stored by older releases (``retry``, ``ignore_hosts``,
+  ``requested_destination``...) and ``_nova*`` internal hints (``_nova_check_type``) are
+  dropped, as are a group's ``members`` and ``hosts``;
+* a null or missing ``project_id``/``user_id`` (RequestSpec < 1.9) or ``is_bfv`` (< 1.11)
+  stays None, "unknown", until healed from the instance;
+* fields of a newer object minor version are kept verbatim in ``unknown_nova_fields`` and
+  written back on export;
+* the group ``policy`` of InstanceGroup < 1.11 comes from its ``policies`` list.
 
 Only major version 1 of each object is understood; another major version (e.g.
 RequestSpec 2.0) rejects the row. Every row is judged on its own: malformed or unknown

@@ -55,6 +55,7 @@ __all__ = [
     "SchedulerRetry",
     "canonical_uuid",
     "durable_fields",
+    "heal_unknown",
     "without_per_operation",
 ]
 
@@ -468,3 +469,23 @@ def without_per_operation(spec: RequestSpec) -> RequestSpec:
 def durable_fields() -> tuple[str, ...]:
     """Names of the RequestSpec fields that are persisted, in declaration order."""
     return tuple(a.name for a in attrs.fields(RequestSpec) if a.name not in PER_OPERATION_FIELDS)
+
+
+def heal_unknown(
+    spec: RequestSpec,
+    *,
+    project_id: str | None = None,
+    user_id: str | None = None,
+    is_bfv: bool | None = None,
+) -> RequestSpec:
+    """Fill the fields an old row left unknown (None) from the instance, as Nova's
+    ``ensure_project_and_user_id`` and its is_bfv heal do; known values are never changed.
+    Returns ``spec`` itself when nothing was unknown or nothing was given."""
+    changes: dict[str, Any] = {}
+    if spec.project_id is None and project_id is not None:
+        changes["project_id"] = project_id
+    if spec.user_id is None and user_id is not None:
+        changes["user_id"] = user_id
+    if spec.is_bfv is None and is_bfv is not None:
+        changes["is_bfv"] = is_bfv
+    return attrs.evolve(spec, **changes) if changes else spec
