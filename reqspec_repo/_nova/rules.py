@@ -18,6 +18,7 @@ from .._spec.model import (
     PciRequest,
     RequestSpec,
     durable_fields,
+    heal_unknown,
 )
 from .inflight import CONFIRMABLE, Operation
 from .lifecycle_errors import ConstraintsRequiredError, LifecycleError, UnhealedFieldError
@@ -142,13 +143,13 @@ def repair(
         notes.append(f"internal scheduler hint {key!r} removed (Nova never persists it)")
     if hints != dict(spec.scheduler_hints):
         changes["scheduler_hints"] = hints
+    repaired = attrs.evolve(spec, **changes) if changes else spec
     # ensure_project_and_user_id / heal_reqspec_is_bfv: fill what is unknown only.
-    healed = {"project_id": project_id, "user_id": user_id, "is_bfv": is_bfv}
-    for field, given in healed.items():
-        if getattr(spec, field) is None and given is not None:
-            changes[field] = given
-            notes.append(f"{field} healed to {given!r} from the caller")
-    return (attrs.evolve(spec, **changes) if changes else spec), notes
+    healed = heal_unknown(repaired, project_id=project_id, user_id=user_id, is_bfv=is_bfv)
+    for field in ("project_id", "user_id", "is_bfv"):
+        if getattr(healed, field) != getattr(repaired, field):
+            notes.append(f"{field} healed to {getattr(healed, field)!r} from the caller")
+    return healed, notes
 
 
 def check_known(spec: RequestSpec) -> None:
