@@ -8,6 +8,8 @@ and checks the rule both in the scheduler's view and in what is stored.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import uuid
 
 import attrs
@@ -19,6 +21,7 @@ from reqspec_repo._cli.demo import (
     NFV_MEDIUM,
     NUMA_LARGE,
     NUMA_MEDIUM,
+    child_env,
     pinned_guest,
     qat_request,
     sample_spec,
@@ -442,6 +445,28 @@ def test_resize_started_by_a_killed_process_is_ended_by_another_by_instance_uuid
         ))
         assert verify(store).ok
         life.delete(key)
+
+
+@pytest.mark.parametrize("point, cell_after_recover", [("after_seal", "cell1"), ("after_commit", "cell2")])
+def test_resize_process_killed_inside_its_cross_cell_move_is_reverted_by_another_after_recover(
+    life, store, topology, point, cell_after_recover
+):
+    # The record is written before the move starts; the process dies inside the move
+    # (before / after its commit point). recover() rolls the move back or finishes it,
+    # the record going with the spec either way, and a revert from here restores all.
+    spec = boot_pinned(life)
+    env = {**child_env(topology), "REQSPEC_FAILPOINTS": f"{point}=kill"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "reqspec_repo._cli.demo", "resize", spec.instance_uuid, "cell2"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    recover(store)
+    assert life.where(spec.instance_uuid).database == cell_after_recover
+    assert life.in_flight(spec.instance_uuid) is not None
+    reverted = life.revert_resize(spec.instance_uuid)
+    assert reverted.database == "cell1" and reverted.spec == spec
+    assert verify(store).ok
 
 
 def without_volatile(spec: RequestSpec) -> RequestSpec:

@@ -172,13 +172,18 @@ def pinned_guest(instance_uuid: str | None = None) -> RequestSpec:
 
 
 def start_pinned_resize(life: Lifecycle, spec: RequestSpec, source_cell: str, target_cell: str) -> PreparedMove:
-    """Boot ``spec`` into ``source_cell``, then resize it to nfv.large across to
-    ``target_cell``: prepared, destination selected (durable), moved."""
+    """Boot ``spec`` into ``source_cell``, then resize it across to ``target_cell``."""
     life.boot(spec)
     life.scheduled(spec.instance_uuid, source_cell)
+    return resize_pinned_guest(life, spec.instance_uuid, target_cell)
+
+
+def resize_pinned_guest(life: Lifecycle, instance_uuid: str, target_cell: str) -> PreparedMove:
+    """Resize a booted :func:`pinned_guest` to nfv.large across to ``target_cell``:
+    prepared, destination selected (durable), moved."""
     resize = life.prepare_move(
-        spec.instance_uuid, "resize", current_host="compute-1", new_flavor=NFV_LARGE,
-        new_numa_topology=NUMA_LARGE, new_pci_requests=(qat_request(2, spec.instance_uuid),),
+        instance_uuid, "resize", current_host="compute-1", new_flavor=NFV_LARGE,
+        new_numa_topology=NUMA_LARGE, new_pci_requests=(qat_request(2, instance_uuid),),
         allow_cross_cell_move=True,
     )
     return life.destination_selected(resize, cell=target_cell)
@@ -197,14 +202,19 @@ def child_env(topology: Topology) -> dict[str, str]:
 
 
 def _child_main(argv: list[str]) -> int:
-    """``python -m reqspec_repo._cli.demo start-resize SOURCE TARGET``: start the pinned
-    guest's cross-cell resize, print READY and its uuid, and wait to be killed."""
-    if len(argv) != 3 or argv[0] != "start-resize":
-        print("usage: python -m reqspec_repo._cli.demo start-resize SOURCE_CELL TARGET_CELL", file=sys.stderr)
+    """``python -m reqspec_repo._cli.demo start-resize SOURCE TARGET``: boot a pinned guest
+    into SOURCE and start its resize across to TARGET (``resize UUID TARGET``: the resize
+    of one already booted), print READY and its uuid, and wait to be killed."""
+    if len(argv) != 3 or argv[0] not in ("start-resize", "resize"):
+        print("usage: python -m reqspec_repo._cli.demo start-resize SOURCE_CELL TARGET_CELL\n"
+              "       python -m reqspec_repo._cli.demo resize UUID TARGET_CELL", file=sys.stderr)
         return 2
     with RequestSpecRepository.from_topology(load_topology()) as repo:
         life = Lifecycle(SpecStore(repo))
-        resized = start_pinned_resize(life, pinned_guest(), argv[1], argv[2])
+        if argv[0] == "start-resize":
+            resized = start_pinned_resize(life, pinned_guest(), argv[1], argv[2])
+        else:
+            resized = resize_pinned_guest(life, argv[1], argv[2])
         print(f"{READY} {resized.instance_uuid}", flush=True)
         sys.stdin.read()  # until killed (or the parent closes our stdin)
     return 0
