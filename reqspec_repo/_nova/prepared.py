@@ -9,7 +9,17 @@ from typing import Any, Protocol
 
 import attrs
 
-from .._spec.model import Flavor, InstanceGroupRef, NumaTopology, PciRequest, RequestSpec, SchedulerRetry
+from .._spec.model import (
+    MEMPAGES_ANY,
+    MEMPAGES_LARGE,
+    MEMPAGES_SMALL,
+    Flavor,
+    InstanceGroupRef,
+    NumaTopology,
+    PciRequest,
+    RequestSpec,
+    SchedulerRetry,
+)
 from .._store.repository import StoredSpec
 from .inflight import Operation
 
@@ -146,6 +156,10 @@ class PreparedRebuild:
     repairs: tuple[str, ...] = ()
 
 
+#: Nova's page size classes (``hw:mem_page_size`` small / large / any).
+_PAGE_CLASSES = {MEMPAGES_SMALL: "small", MEMPAGES_LARGE: "large", MEMPAGES_ANY: "any"}
+
+
 def _cpus(values: frozenset[int]) -> str:
     return ",".join(str(v) for v in sorted(values)) or "-"
 
@@ -158,7 +172,7 @@ def describe_numa(topology: NumaTopology | None) -> str:
     for cell in topology.cells:
         cpus = f"pcpus {_cpus(cell.pcpuset)}" if cell.pcpuset else f"cpus {_cpus(cell.cpuset)}"
         threads = f" ({cell.cpu_thread_policy})" if cell.cpu_thread_policy else ""
-        page = f", pages {cell.pagesize}" if cell.pagesize is not None else ""
+        page = "" if cell.pagesize is None else f", pages {_PAGE_CLASSES.get(cell.pagesize, f'{cell.pagesize} KiB')}"
         cells.append(f"[{cell.id}: {cpus}{threads}, {cell.memory} MB{page}]")
     emulator = f" emulator threads {topology.emulator_threads_policy}" if topology.emulator_threads_policy else ""
     return (" ".join(cells) or "no cells") + emulator
