@@ -5,8 +5,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# A pip constraints file for the install (make test-lowest sets the lowest allowed versions).
+CONSTRAINTS ?=
 
-.PHONY: venv migrate test demo lint bench bench-quick soak clean nova-compat
+.PHONY: venv migrate test test-lowest demo lint bench bench-quick soak clean nova-compat
 
 # The reference Nova for `make nova-compat` (a throwaway virtualenv, kept between runs).
 NOVA_VERSION := 34.0.0
@@ -16,10 +18,10 @@ NOVA_FIXTURES := tests/fixtures/nova
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dev,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[test,dev,bench]'
 	touch $(STAMP)
 
 migrate: venv
@@ -27,6 +29,10 @@ migrate: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole suite on the lowest versions setup.cfg allows, in a virtualenv of its own.
+test-lowest:
+	$(MAKE) test VENV=.venv-lowest CONSTRAINTS=constraints/lowest.txt
 
 demo: venv
 	$(VENV)/bin/reqspec demo
@@ -60,4 +66,4 @@ nova-compat: venv $(NOVA_STAMP)
 	$(NOVA_VENV)/bin/python $(NOVA_FIXTURES)/compare.py "$$out"
 
 clean:
-	rm -rf $(VENV) $(NOVA_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest $(NOVA_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

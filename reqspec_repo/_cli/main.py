@@ -238,7 +238,7 @@ def cmd_export_nova(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, topology: Topology) -> int:
-    from .._cli.demo import run_demo
+    from .demo import run_demo
 
     run_demo(topology, out=print)
     return EXIT_OK

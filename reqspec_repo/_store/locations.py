@@ -19,10 +19,10 @@ from psycopg.rows import class_row
 from .._errors import LocationNotFoundError, SpecNotFoundError
 from .._spec import codec
 from .._spec.model import RequestSpec
-from .._store.config import API
-from .._store.context import RequestContext
-from .._store.queries import query
-from .._store.repository import RequestSpecRepository, StoredSpec, normalize_uuid
+from .config import API
+from .context import RequestContext
+from .queries import query
+from .repository import RequestSpecRepository, StoredSpec, normalize_uuid
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -28,7 +28,7 @@ import attrs
 import psycopg
 from psycopg.rows import RowFactory, namedtuple_row, tuple_row
 
-from .._store.resources import sql_dir
+from .resources import sql_dir
 
 Cardinality = Literal["one", "many", "scalar", "exec", "copy"]
 Params: TypeAlias = Mapping[str, object] | None

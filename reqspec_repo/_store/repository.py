@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import re
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -32,15 +31,14 @@ from .._errors import (
     SpecExistsError,
     SpecMovingError,
     SpecNotFoundError,
-    SpecValidationError,
 )
 from .._spec import codec
-from .._spec.model import RequestSpec
-from .._store.config import Database, Topology
-from .._store.context import RequestContext
-from .._store.documents import as_jsonb
-from .._store.pools import Connections, GuardedConnection, translated_errors
-from .._store.queries import query
+from .._spec.model import RequestSpec, canonical_uuid
+from .config import Database, Topology
+from .context import RequestContext
+from .documents import as_jsonb
+from .pools import Connections, GuardedConnection, translated_errors
+from .queries import query
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +93,9 @@ _COUNT_SPECS = query("request_specs", "count_specs")
 _LIST_SPECS = query("request_specs", "list_specs")
 _LIST_SPECS_PAGE = query("request_specs", "list_specs_page")
 
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def normalize_uuid(value: str | uuid_mod.UUID, field: str = "instance_uuid") -> str:
     """Canonical lower-case text form; a typed error names the bad argument."""
-    if value.__class__ is str and _CANONICAL_UUID.fullmatch(value):
-        return value  # the common case, without building a UUID
-    if isinstance(value, uuid_mod.UUID):
-        return str(value)
-    try:
-        return str(uuid_mod.UUID(str(value)))
-    except (ValueError, TypeError, AttributeError):
-        raise SpecValidationError(field, f"{value!r} is not a uuid") from None
+    return canonical_uuid(value, field)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,9 @@ Fixtures
     ``killable_server(settings=None) -> LocalServer``: a fresh embedded server of the test's
     own, which it may kill/pause/restart; resumed, stopped and deleted at teardown.
 
+``fresh_topology`` / ``split_topology`` (function)
+    Migrated throwaway topologies on these servers: :mod:`reqspec_repo.testing.topology`.
+
 Every server started here is stopped at the end (fixture finalizers, plus atexit and a SIGTERM
 handler as backstops); temp servers orphaned by a killed pytest are swept at the next run.
 """
@@ -53,6 +56,9 @@ from .._embedded.server import (
     drop_database,
     find_bin_dir,
 )
+
+# The topology fixtures come with this plugin.
+pytest_plugins = ["reqspec_repo.testing.topology"]
 
 __all__ = [
     "ENV_BACKEND",
