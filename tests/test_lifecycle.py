@@ -203,7 +203,8 @@ def test_resize_ignoring_the_source_host_does_not_stop_a_later_evacuate_to_it(li
     assert evacuate.spec.ignore_hosts == ("host-b",)
     assert evacuate.spec.requested_destination is not None and evacuate.spec.requested_destination.host == "host-a"
     # and a resize allowed on the same host ignores nothing
-    same = life.prepare_move(spec.instance_uuid, "resize", new_flavor=BIG, current_host="host-a",
+    bigger = attrs.evolve(BIG, flavorid="m1.xlarge", name="m1.xlarge", memory_mb=16384)
+    same = life.prepare_move(spec.instance_uuid, "resize", new_flavor=bigger, current_host="host-a",
                              allow_same_host=True)
     assert same.spec.ignore_hosts == ()
 
@@ -632,6 +633,8 @@ def test_misuse_is_refused(life, groups):
     (spec,) = boot(life, groups)
     with pytest.raises(LifecycleError):
         life.prepare_move(spec.instance_uuid, "resize", current_host=HOST)
+    with pytest.raises(LifecycleError, match="own flavor"):  # CannotResizeToSameFlavor
+        life.prepare_move(spec.instance_uuid, "resize", current_host=HOST, new_flavor=spec.flavor)
     with pytest.raises(LifecycleError):
         life.prepare_move(spec.instance_uuid, "live_migrate", current_host=HOST, new_flavor=BIG)
     with pytest.raises(LifecycleError):

@@ -212,6 +212,10 @@ def resize_constraints(
     Neutron port requests are always kept from the stored spec."""
     old = stored.flavor
     key = stored.instance_uuid
+    if new_flavor.flavorid == old.flavorid:
+        raise LifecycleError(  # Nova's CannotResizeToSameFlavor
+            f"instance {key}: a resize to its own flavor {old.flavorid!r}; use a cold migration"
+        )
     if isinstance(new_numa, Unset):
         changed = changed_keys(
             relevant(old.extra_specs, NUMA_EXTRA_SPECS), relevant(new_flavor.extra_specs, NUMA_EXTRA_SPECS)
