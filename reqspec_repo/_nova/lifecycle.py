@@ -371,7 +371,7 @@ class Lifecycle:
             num_instances=1,
             force_hosts=(),
             force_nodes=(),
-            instance_group=group.reference() if group else None,
+            instance_group=group.reference(durable.instance_group) if group else None,
             ignore_hosts=ignore,
             requested_destination=destination,
             retry=None,
@@ -599,7 +599,7 @@ class Lifecycle:
             scheduler_hints={**durable.scheduler_hints, "_nova_check_type": ("rebuild",)},
             force_hosts=(current_host,),
             force_nodes=(current_node or current_host,),
-            instance_group=group.reference() if group else None,
+            instance_group=group.reference(durable.instance_group) if group else None,
             requested_destination=Destination(cell=stored.database),
         )
         return PreparedRebuild(stored=stored, spec=view, repairs=tuple(repairs))

@@ -79,9 +79,12 @@ class InstanceGroup:
             hosts=tuple(str(h) for h in (found.hosts or ())),
         )
 
-    def reference(self) -> InstanceGroupRef:
-        """The reference kept in the spec (no members, no hosts)."""
-        return InstanceGroupRef(uuid=self.uuid, name=self.name, policy=self.policy, rules=dict(self.rules))
+    def reference(self, stored: InstanceGroupRef | None = None) -> InstanceGroupRef:
+        """The reference for the spec (no members, no hosts): the ``stored`` one (its
+        record fields kept) with the name, policy and rules read now."""
+        if stored is None:
+            return InstanceGroupRef(uuid=self.uuid, name=self.name, policy=self.policy, rules=dict(self.rules))
+        return attrs.evolve(stored, name=self.name, policy=self.policy, rules=dict(self.rules))
 
 
 # --- what a step returns --------------------------------------------------------------
