@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 
 import attrs
@@ -27,7 +28,7 @@ from reqspec_repo._cli.demo import (
     sample_spec,
     start_resize_in_child,
 )
-from reqspec_repo._errors import ConflictError, LocationNotFoundError, SpecDecodeError
+from reqspec_repo._errors import ConflictError, LocationNotFoundError, ReqSpecError, SpecDecodeError
 from reqspec_repo._moving.recovery import recover, verify
 from reqspec_repo._nova.lifecycle import (
     ConstraintsRequiredError,
@@ -53,7 +54,7 @@ from reqspec_repo._spec.model import (
 )
 from reqspec_repo._store.config import API
 from reqspec_repo._store.locations import SpecStore
-from reqspec_repo._store.repository import RequestSpecRepository
+from reqspec_repo._store.repository import RequestSpecRepository, StoredSpec
 from reqspec_repo.testing.failpoints import FailpointHit, armed
 
 BIG = Flavor(flavorid="m1.large", name="m1.large", memory_mb=8192, vcpus=4, root_gb=80,
@@ -396,6 +397,54 @@ def test_a_damaged_operation_record_is_a_typed_error_naming_the_instance(life, s
         life.revert_resize(spec.instance_uuid)
     assert err.value.instance_uuid == spec.instance_uuid
     assert store.get(spec.instance_uuid).spec.flavor == NFV_LARGE  # nothing changed
+
+
+def test_a_confirm_racing_a_revert_ends_the_resize_exactly_once(life, store):
+    # Nova serializes them through the instance's task state; here the record does: the
+    # revert's first write marks it, after which a confirm is refused. Whatever the
+    # interleaving, exactly one of the two ends the resize and the state is its outcome.
+    for _round in range(4):
+        spec = boot_pinned(life)
+        key = spec.instance_uuid
+        life.destination_selected(resize_pinned(life, spec, allow_cross_cell_move=True), cell="cell2")
+        barrier = threading.Barrier(2)
+        outcomes: dict[str, object] = {}
+
+        def run(name, step, key=key, barrier=barrier, outcomes=outcomes):
+            barrier.wait()
+            try:
+                outcomes[name] = step(key)
+            except ReqSpecError as exc:
+                outcomes[name] = exc
+
+        threads = [threading.Thread(target=run, args=(name, step))
+                   for name, step in (("confirm", life.confirm_resize), ("revert", life.revert_resize))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [name for name, result in outcomes.items() if isinstance(result, StoredSpec)]
+        assert len(winners) == 1, outcomes
+        stored = store.get(key)
+        if winners == ["confirm"]:
+            assert (stored.database, stored.spec.numa_topology) == ("cell2", NUMA_LARGE)
+        else:
+            assert (stored.database, stored.spec.numa_topology) == ("cell1", NUMA_MEDIUM)
+        assert life.in_flight(key) is None
+    assert verify(store).ok
+
+
+def test_a_begun_revert_refuses_a_confirm_and_is_finished_by_running_it_again(life, store, topology):
+    spec = boot_pinned(life)
+    life.destination_selected(resize_pinned(life, spec, allow_cross_cell_move=True), cell="cell2")
+    with armed("after_claim"), pytest.raises(FailpointHit):  # the revert dies moving back
+        life.revert_resize(spec.instance_uuid)
+    recover(store)
+    assert life.in_flight(spec.instance_uuid).reverting
+    with pytest.raises(OperationInFlightError, match="being reverted"):
+        life.confirm_resize(spec.instance_uuid)
+    assert life.revert_resize(spec.instance_uuid).spec == spec
+    assert life.where(spec.instance_uuid).database == "cell1" and verify(store).ok
 
 
 def test_an_operation_in_flight_blocks_another_move_until_confirm_or_revert(life, store):

@@ -57,7 +57,8 @@ class InFlightOperation:
 
     ``restore`` is the durable spec as stored before the operation started: a revert
     takes the flavor, NUMA topology and PCI requests back from it. ``source_database``
-    is where the spec lived then: a revert moves it back there.
+    is where the spec lived then: a revert moves it back there. ``reverting`` is set by
+    the first write of a revert.
     """
 
     kind: Operation
@@ -66,6 +67,9 @@ class InFlightOperation:
     allow_cross_cell_move: bool
     started_at: datetime
     restore: RequestSpec
+    #: A revert has begun (its first write): it is finished by running the revert again,
+    #: and a confirm is refused from then on.
+    reverting: bool = False
 
     @property
     def instance_uuid(self) -> str:
@@ -82,6 +86,7 @@ def encode_operation(operation: InFlightOperation) -> bytes:
             "source_host": operation.source_host,
             "allow_cross_cell_move": operation.allow_cross_cell_move,
             "started_at": operation.started_at.astimezone(UTC).isoformat(),
+            "reverting": operation.reverting,
             "restore": codec.to_document(operation.restore),
         }
     )
@@ -107,6 +112,7 @@ def decode_operation(raw: bytes, *, instance_uuid: str, database: str | None = N
         source_host = doc["source_host"]
         allow_cross = doc["allow_cross_cell_move"]
         started_at = datetime.fromisoformat(doc["started_at"])
+        reverting = doc["reverting"]
         restore_doc = doc["restore"]
     except (KeyError, ValueError, TypeError) as exc:
         raise bad(f"{type(exc).__name__}: {exc} @ $operation") from None
@@ -114,8 +120,8 @@ def decode_operation(raw: bytes, *, instance_uuid: str, database: str | None = N
         raise bad(f"{kind.value} is never in flight @ $operation.kind")
     if type(source_database) is not str or not (source_host is None or type(source_host) is str):
         raise bad("source_database / source_host must be strings @ $operation")
-    if type(allow_cross) is not bool:
-        raise bad("allow_cross_cell_move must be a boolean @ $operation.allow_cross_cell_move")
+    if type(allow_cross) is not bool or type(reverting) is not bool:
+        raise bad("allow_cross_cell_move and reverting must be booleans @ $operation")
     restore = codec.decode(restore_doc, instance_uuid=instance_uuid, database=database)
     return InFlightOperation(
         kind=kind,
@@ -124,4 +130,5 @@ def decode_operation(raw: bytes, *, instance_uuid: str, database: str | None = N
         allow_cross_cell_move=allow_cross,
         started_at=started_at,
         restore=restore,
+        reverting=reverting,
     )

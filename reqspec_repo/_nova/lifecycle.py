@@ -494,12 +494,15 @@ class Lifecycle:
     def confirm_resize(self, target: str | uuid_mod.UUID | PreparedMove) -> StoredSpec:
         """Confirm the resize or cold migration in flight, by instance uuid alone (or the
         PreparedMove): the new constraints stay, the record goes (one compare-and-swap,
-        re-read and retried on a lost race). The spec stays where it is."""
+        re-read and retried on a lost race). The spec stays where it is. Refused
+        (OperationInFlightError) once a revert has begun."""
         key = self._key(target)
         for attempt in range(self.max_cas_retries + 1):
             stored, operation = self._read(key)
             if operation is None:
                 raise NoOperationInFlightError(key, "confirm_resize")
+            if operation.reverting:
+                raise OperationInFlightError(key, operation)
             try:
                 return self.store.save_with_operation(stored.spec, expected_version=stored.version, operation=None)
             except ConflictError:
@@ -509,26 +512,34 @@ class Lifecycle:
 
     def revert_resize(self, target: str | uuid_mod.UUID | PreparedMove) -> StoredSpec:
         """Revert the resize or cold migration in flight, by instance uuid alone (or the
-        PreparedMove): the spec moves back to the database it came from (with its
-        record), then one compare-and-swap restores the old flavor, NUMA topology and
-        PCI requests (LP #1785339) and clears the record. Safe to run again after a
-        crash at any point: the record stays with the spec until that last write."""
+        PreparedMove), in three steps: mark the record ``reverting`` (compare-and-swap;
+        from then on a confirm is refused), move the spec back to the database it came
+        from (with its record), and one compare-and-swap that restores the old flavor,
+        NUMA topology and PCI requests (LP #1785339) and clears the record. Safe to run
+        again after a crash at any point, from any process: the record stays with the
+        spec until that last write."""
         key = self._key(target)
         lost: ConflictError | None = None
-        for _attempt in range(self.max_cas_retries + 2):  # one more: the move back
+        for _attempt in range(self.max_cas_retries + 3):  # two more: the mark and the move back
             stored, operation = self._read(key)
             if operation is None:
                 raise NoOperationInFlightError(key, "revert_resize")
-            if stored.database != operation.source_database:
-                result = move_specs(self.store, [key], operation.source_database)
-                if not result.ok:
-                    raise MoveFailedError(result)
-                continue
-            old = operation.restore
-            restored = attrs.evolve(
-                stored.spec, flavor=old.flavor, numa_topology=old.numa_topology, pci_requests=old.pci_requests
-            )
             try:
+                if not operation.reverting:
+                    marked = attrs.evolve(operation, reverting=True)
+                    self.store.save_with_operation(
+                        stored.spec, expected_version=stored.version, operation=encode_operation(marked)
+                    )
+                    continue
+                if stored.database != operation.source_database:
+                    result = move_specs(self.store, [key], operation.source_database)
+                    if not result.ok:
+                        raise MoveFailedError(result)
+                    continue
+                old = operation.restore
+                restored = attrs.evolve(
+                    stored.spec, flavor=old.flavor, numa_topology=old.numa_topology, pci_requests=old.pci_requests
+                )
                 return self.store.save_with_operation(restored, expected_version=stored.version, operation=None)
             except ConflictError as exc:
                 lost = exc

@@ -36,14 +36,18 @@ class CrossCellMoveError(LifecycleError):
 
 
 class OperationInFlightError(LifecycleError):
-    """A resize or cold migration of the instance awaits its confirm or revert."""
+    """A resize or cold migration of the instance awaits its confirm or revert (or is
+    being reverted: only ``revert_resize`` finishes it then)."""
 
     def __init__(self, instance_uuid: str, in_flight: InFlightOperation) -> None:
         self.instance_uuid = instance_uuid
         self.in_flight = in_flight
+        awaits = "is being reverted (run revert_resize to finish)" if in_flight.reverting else (
+            "awaits confirm_resize or revert_resize"
+        )
         super().__init__(
             f"instance {instance_uuid}: a {in_flight.kind.value} started at "
-            f"{in_flight.started_at.isoformat()} awaits confirm_resize or revert_resize"
+            f"{in_flight.started_at.isoformat()} {awaits}"
         )
 
 
