@@ -39,12 +39,21 @@ from ._moving.recovery import Problem, RecoveryReport, VerifyReport, recover, ve
 from ._nova.exporting import export_specs, nova_row
 from ._nova.importing import ImportReport, NovaImportError, RowResult, import_file, import_rows
 from ._nova.lifecycle import (
+    UNSET,
+    ConstraintsRequiredError,
+    CrossCellMoveError,
+    InFlightOperation,
     InstanceGroup,
     Lifecycle,
     LifecycleError,
     MoveFailedError,
+    NoOperationInFlightError,
     Operation,
+    OperationInFlightError,
     PreparedMove,
+    PreparedRebuild,
+    RebuildNumaConflictError,
+    UnhealedFieldError,
 )
 from ._spec.model import (
     MEMPAGES_ANY,
@@ -92,9 +101,12 @@ __all__ = [
     # moving between databases
     "MoveResult", "Problem", "RecoveryReport", "VerifyReport", "move_specs", "recover", "verify",
     # Nova: the lifecycle of an instance, import of Nova's rows, export back to Nova
-    "ImportReport", "InstanceGroup", "Lifecycle", "LifecycleError", "MoveFailedError",
-    "NovaImportError", "Operation", "PreparedMove", "RowResult", "export_specs", "import_file",
-    "import_rows", "nova_row",
+    "ImportReport", "InFlightOperation", "InstanceGroup", "Lifecycle", "LifecycleError",
+    "MoveFailedError", "NovaImportError", "Operation", "PreparedMove", "PreparedRebuild",
+    "RowResult", "UNSET", "export_specs", "import_file", "import_rows", "nova_row",
+    # lifecycle errors (LifecycleError subclasses)
+    "ConstraintsRequiredError", "CrossCellMoveError", "NoOperationInFlightError",
+    "OperationInFlightError", "RebuildNumaConflictError", "UnhealedFieldError",
     # typed errors
     "BatchError", "ConfigError", "ConflictError", "DatabaseUnavailableError",
     "DocumentTooLargeError", "LocationNotFoundError", "MoveError", "MoveInProgressError",

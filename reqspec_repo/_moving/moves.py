@@ -189,6 +189,8 @@ class Mover:
                 "specs": [as_jsonb(r.spec) for r in rows],
                 "schema_versions": [r.schema_version for r in rows],
                 "versions": [r.version for r in rows],
+                # the operation in flight (rarely any) travels with the spec
+                "operations": [None if r.operation is None else as_jsonb(r.operation) for r in rows],
                 "move_id": move_id,
             })))
         failpoint("after_copy")
