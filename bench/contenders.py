@@ -30,8 +30,9 @@ def _q(name: str) -> bytes:
 class Raw:
     """One autocommit connection, the repository's SQL, orjson both ways, dicts."""
 
-    def __init__(self, dsn: str) -> None:
-        self.conn = psycopg.connect(dsn, autocommit=True)
+    def __init__(self, dsn: str, *, prepare_threshold: int | None = 5) -> None:
+        # prepare_threshold=None behind a transaction-mode pooler (as the library does).
+        self.conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=prepare_threshold)
         set_json_dumps(orjson.dumps, self.conn)
         set_json_loads(orjson.loads, self.conn)
         self.insert = _q("insert_spec")

@@ -50,6 +50,8 @@ ROWS = (
     "get latency 1k vs large table",
     "iterate peak RSS",
     "batch move API -> cell (other server)",
+    "single operations through PgBouncer:",
+    "move claim: lease vs advisory lock (previous)",
 )
 
 
@@ -398,10 +400,10 @@ class Bench:
         s = self.sizes
         name = f"{ROWS[9]} {s.move:,}"
         try:
-            from reqspec_repo import moves
-            from reqspec_repo._store.locations import SpecStore
+            import reqspec_repo as moves  # the public API: move_specs, SpecStore
+            from reqspec_repo import SpecStore
         except ImportError as exc:
-            moves = None
+            moves = None  # type: ignore[assignment]
             self.pending.append(f"{name}: pending (moves API not available: {exc})")
         api_dsn, cell_dsn = api.database("move_api"), cell.database("move_cell")
         topo = Topology.from_dsns(api_dsn, {"cell1": cell_dsn})
@@ -436,6 +438,96 @@ class Bench:
         else:
             self.targets.append(Target(f"batch move {s.move:,} crash-safe >= 0.5x naive raw", None, 0.5, ">=",
                                        "pending (moves API not available)"))
+
+    # -- behind a connection pooler
+
+    def pooler_rows(self, api: Server) -> None:
+        """The single operations directly and through a real PgBouncer (transaction mode),
+        side by side in interleaved blocks: raw psycopg shows the pooler's own cost, the
+        repository adds its per-transaction timeouts (pipelined, same round trip)."""
+        from reqspec_repo.testing.pgbouncer import INSTALL_HINT, PgBouncer, find_pgbouncer
+
+        if find_pgbouncer() is None:
+            self.pending.append(f"{ROWS[10]} pending (pgbouncer not installed: {INSTALL_HINT})")
+            return
+        s = self.sizes
+        direct_dsn = api.database("pooled")
+        migrate_topology(Topology.from_dsns(direct_dsn, {}))
+        dbname = psycopg.conninfo.conninfo_to_dict(direct_dsn)["dbname"]
+        with PgBouncer(api.admin_dsn) as bouncer:
+            pooled_dsn = bouncer.dsn(str(dbname))
+            direct_topo = Topology.from_dsns(direct_dsn, {})
+            pooled_topo = Topology.from_dsns(pooled_dsn, {}, Settings(pooler="transaction"))
+            raws = {"raw direct": Raw(direct_dsn), "raw pgbouncer": Raw(pooled_dsn, prepare_threshold=None)}
+            ctx = api_context()
+            try:
+                with RequestSpecRepository.from_topology(direct_topo) as direct, \
+                        RequestSpecRepository.from_topology(pooled_topo) as pooled:
+                    repos = {"repo direct": direct, "repo pgbouncer": pooled}
+                    names = (*raws, *repos)
+                    rows = {op: Row(f"single {op}: direct vs PgBouncer (tx mode)", "us") for op in ("create", "get", "CAS save")}
+
+                    def call(name: str, op: str) -> Callable[[RequestSpec, dict[str, Any]], object]:
+                        if name in raws:
+                            raw = raws[name]
+                            return {"create": lambda sp, d: raw.create(d), "get": lambda sp, d: raw.get(sp.instance_uuid),
+                                    "CAS save": lambda sp, d: raw.save(d, 1)}[op]
+                        repo = repos[name]
+                        return {"create": lambda sp, d: repo.create(ctx, sp),
+                                "get": lambda sp, d: repo.get(ctx, sp.instance_uuid),
+                                "CAS save": lambda sp, d: repo.save(ctx, sp, expected_version=1)}[op]
+
+                    made: dict[str, list[tuple[RequestSpec, dict[str, Any]]]] = {n: [] for n in names}
+                    for r in range(s.single_rounds):
+                        for name in _ordered(names, r):
+                            fresh = [(x, _doc(x)) for x in self.fresh(s.single_ops)]
+                            self._time_block(rows["create"], name, call(name, "create"), fresh)
+                            made[name] += fresh
+                    for op in ("get", "CAS save"):
+                        for r in range(s.single_rounds):
+                            for name in _ordered(names, r):
+                                chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
+                                if op == "CAS save":
+                                    chunk = [(attrs.evolve(sp, availability_zone="az-p"), {**d, "availability_zone": "az-p"})
+                                             for sp, d in chunk]
+                                self._time_block(rows[op], name, call(name, op), chunk)
+            finally:
+                for raw in raws.values():
+                    raw.close()
+        for row in rows.values():
+            row.note = "pooler cost = raw pgbouncer - raw direct; timeouts per transaction = repo pgbouncer - raw pgbouncer"
+        self.rows += list(rows.values())
+
+    def lease_claim_row(self, api: Server) -> None:
+        """What the lease costs a move: claiming and releasing the leases of one chunk,
+        against the previous protocol's claim (session advisory locks, try-lock + unlock
+        all), on the same API database."""
+        from reqspec_repo._store.leases import LeasePurpose, Leases
+
+        s = self.sizes
+        dsn = api.database("leases")
+        topo = Topology.from_dsns(dsn, {})
+        migrate_topology(topo)
+        row = Row(f"{ROWS[11]} {s.move:,}", "us")
+        row.note = "per chunk; the move row above includes the lease (claim, check at commit, release)"
+        previous_lock = (b"SELECT u FROM unnest(%(u)s::uuid[]) AS t (u)"
+                         b" WHERE pg_try_advisory_lock(1919250291, hashtext(u::text))")
+        previous_unlock = b"SELECT pg_advisory_unlock_all()"
+        with RequestSpecRepository.from_topology(topo) as repo, psycopg.connect(dsn, autocommit=True) as conn:
+            leases = Leases(repo.connections)
+            for r in range(s.move_rounds * 5):
+                uuids = [x.instance_uuid for x in self.fresh(s.move)]
+                for name in _ordered(("advisory lock (previous)", "lease"), r):
+                    t0 = time.perf_counter()
+                    if name == "lease":
+                        holder = str(uuid.uuid4())
+                        leases.claim(uuids, holder, LeasePurpose.MOVE)
+                        leases.release(uuids, holder)
+                    else:
+                        conn.execute(previous_lock, {"u": uuids}).fetchall()
+                        conn.execute(previous_unlock)
+                    row.add(name, time.perf_counter() - t0)
+        self.rows.append(row)
 
     # -- report
 
@@ -534,6 +626,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         bench.iterate_rss(big)
         bench.log("move")
         bench.move_row(api, cell)
+        bench.log("lease claim")
+        bench.lease_claim_row(api)
+        bench.log("through PgBouncer")
+        bench.pooler_rows(api)
         header.append(f"total run time {time.perf_counter() - started:.0f} s")
         bench.report(header)
 

@@ -19,8 +19,10 @@ from ._errors import (
     BatchError,
     ConfigError,
     ConflictError,
+    DatabaseError,
     DatabaseUnavailableError,
     DocumentTooLargeError,
+    LeaseExpiredError,
     LocationNotFoundError,
     MoveError,
     MoveInProgressError,
@@ -108,8 +110,8 @@ __all__ = [
     "ConstraintsRequiredError", "CrossCellMoveError", "NoOperationInFlightError",
     "OperationInFlightError", "RebuildNumaConflictError", "UnhealedFieldError",
     # typed errors
-    "BatchError", "ConfigError", "ConflictError", "DatabaseUnavailableError",
-    "DocumentTooLargeError", "LocationNotFoundError", "MoveError", "MoveInProgressError",
+    "BatchError", "ConfigError", "ConflictError", "DatabaseError", "DatabaseUnavailableError",
+    "DocumentTooLargeError", "LeaseExpiredError", "LocationNotFoundError", "MoveError", "MoveInProgressError",
     "ReadOnlyDatabaseError", "ReqSpecError", "SchemaError", "SpecDecodeError", "SpecEncodeError",
     "SpecExistsError", "SpecMovingError", "SpecNotFoundError", "SpecValidationError",
 ]

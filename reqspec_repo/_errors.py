@@ -166,6 +166,16 @@ class ReadOnlyDatabaseError(ReqSpecError):
         super().__init__(f"database {database!r} is read-only; nothing was written")
 
 
+class DatabaseError(ReqSpecError):
+    """The database (or a pooler in front of it) refused an operation for a reason no
+    other error names; the SQLSTATE says which. Nothing was written by the statement."""
+
+    def __init__(self, database: str, sqlstate: str | None, message: str) -> None:
+        self.database = database
+        self.sqlstate = sqlstate
+        super().__init__(f"database {database!r} refused the operation ({sqlstate or 'no SQLSTATE'}): {message}")
+
+
 class SchemaError(ReqSpecError):
     """The database schema is missing, or newer than this code knows."""
 
@@ -192,6 +202,18 @@ class MoveInProgressError(MoveError):
 
     def __init__(self, instance_uuid: str) -> None:
         super().__init__(instance_uuid, "another move or recovery of it is in progress")
+
+
+class LeaseExpiredError(MoveError):
+    """The mover's lease ran out before its commit point (it stalled longer than
+    ``move_lease_ms``); the move was not committed and its copies were rolled back."""
+
+    retryable = True
+
+    def __init__(self, instance_uuid: str) -> None:
+        super().__init__(
+            instance_uuid, "the move's lease expired before its commit point; nothing was committed"
+        )
 
 
 class LocationNotFoundError(ReqSpecError, LookupError):

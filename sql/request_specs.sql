@@ -168,12 +168,20 @@ WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]);
 -- Streamed in uuid order by verify()/recover(), merged with the location records.
 SELECT instance_uuid, move_state, move_id, version FROM request_specs ORDER BY instance_uuid;
 
--- name: set_row_live :exec
--- recover(): make one row the live copy whatever its move state.
+-- name: set_row_live_if_seen :exec
+-- recover(): make one row the live copy, only if it is still as recover() saw it (a
+-- stale decision, taken before a lease ran out, changes nothing).
 UPDATE request_specs
 SET move_state = 'live', move_id = NULL, updated_at = now()
-WHERE instance_uuid = %(instance_uuid)s;
+WHERE instance_uuid = %(instance_uuid)s AND move_state = %(move_state)s
+  AND move_id IS NOT DISTINCT FROM %(move_id)s::uuid AND version = %(version)s;
+
+-- name: delete_row_if_seen :exec
+-- recover(): drop a leftover copy, only if it is still as recover() saw it.
+DELETE FROM request_specs
+WHERE instance_uuid = %(instance_uuid)s AND move_state = %(move_state)s
+  AND move_id IS NOT DISTINCT FROM %(move_id)s::uuid AND version = %(version)s;
 
 -- name: delete_any_row :exec
--- recover(): drop a leftover copy (any state) in a database the location does not name.
+-- A destroy: the spec's row here, whatever its state (a copy left by an interrupted move).
 DELETE FROM request_specs WHERE instance_uuid = %(instance_uuid)s;

@@ -1,7 +1,7 @@
 -- Queries on spec_locations: the API database's record of where each spec lives.
 -- Flipping database_name (flip_locations_to_target) is the commit point of a move.
--- Movers, recovery and deletes serialize per instance with an advisory lock keyed by
--- (class 1919250291, hashtext(instance uuid)), held on the API database.
+-- Movers, recovery, verify, destroys and creates into a cell serialize per instance with
+-- a lease in move_leases (sql/move_leases.sql), held in the API database.
 
 -- name: insert_locations :exec
 INSERT INTO spec_locations (instance_uuid, database_name)
@@ -20,39 +20,64 @@ WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]);
 -- name: delete_location :one
 DELETE FROM spec_locations WHERE instance_uuid = %(instance_uuid)s RETURNING database_name;
 
--- name: try_lock_instances :many
--- Session-level locks: held by the mover's API connection for the whole move, so a
--- crash of the mover (or of its connection) releases them.
-SELECT u AS instance_uuid
-FROM unnest(%(instance_uuids)s::uuid[]) AS t (u)
-WHERE pg_try_advisory_lock(1919250291, hashtext(u::text));
-
--- name: lock_instance_for_transaction :exec
--- Waits (bounded by lock_timeout) for any mover or recovery of this instance.
-SELECT pg_advisory_xact_lock(1919250291, hashtext(%(instance_uuid)s::uuid::text));
-
--- name: lock_instances_for_transaction :exec
-SELECT pg_advisory_xact_lock(1919250291, hashtext(u::text))
-FROM unnest(%(instance_uuids)s::uuid[]) AS t (u);
-
--- name: unlock_all :exec
-SELECT pg_advisory_unlock_all();
-
 -- name: flip_locations_to_target :many
--- The commit point of a move: compare-and-swap on the source location (and no other
--- move pending); marks the move as committed until its cleanup is done.
-UPDATE spec_locations
+-- The commit point of a move: only where the mover still holds an unexpired lease
+-- (renewed here for the cleanup; the row lock taken on the lease makes a concurrent
+-- takeover by recover() wait, then see the renewed lease), compare-and-swap on the
+-- source location (and no other move pending); marks the move as committed until its
+-- cleanup is done.
+WITH held AS (
+    UPDATE move_leases
+    SET expires_at = clock_timestamp() + %(lease_ms)s * interval '1 millisecond'
+    WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND holder = %(move_id)s
+      AND expires_at > clock_timestamp()
+    RETURNING instance_uuid
+)
+UPDATE spec_locations AS l
 SET database_name = %(target)s, move_id = %(move_id)s, moved_from = %(source)s,
-    version = version + 1, updated_at = now()
-WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[])
-  AND database_name = %(source)s
-  AND move_id IS NULL
-RETURNING instance_uuid;
+    version = l.version + 1, updated_at = now()
+FROM held
+WHERE l.instance_uuid = held.instance_uuid
+  AND l.database_name = %(source)s
+  AND l.move_id IS NULL
+RETURNING l.instance_uuid;
 
 -- name: clear_moves :exec
+-- The last cleanup step of a move: the location forgets the move and the mover's
+-- leases go, in one statement.
+WITH released AS (
+    DELETE FROM move_leases
+    WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND holder = %(move_id)s
+)
 UPDATE spec_locations
 SET move_id = NULL, moved_from = NULL, updated_at = now()
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s;
+
+-- name: insert_locations_releasing :exec
+-- A create into a cell, after the cell rows are written: the locations appear and the
+-- creator's leases go, in one statement.
+WITH released AS (
+    DELETE FROM move_leases
+    WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND holder = %(holder)s
+)
+INSERT INTO spec_locations (instance_uuid, database_name)
+SELECT u, %(database_name)s FROM unnest(%(instance_uuids)s::uuid[]) AS t (u);
+
+-- name: delete_location_releasing :one
+-- A destroy, after the spec rows are gone everywhere: the location and the destroyer's
+-- lease go, in one statement.
+WITH released AS (
+    DELETE FROM move_leases
+    WHERE instance_uuid = %(instance_uuid)s AND holder = %(holder)s
+)
+DELETE FROM spec_locations WHERE instance_uuid = %(instance_uuid)s RETURNING database_name;
+
+-- name: adopt_location :many
+-- recover(): a location for spec rows that have none; nothing when one appeared meanwhile.
+INSERT INTO spec_locations (instance_uuid, database_name)
+VALUES (%(instance_uuid)s, %(database_name)s)
+ON CONFLICT (instance_uuid) DO NOTHING
+RETURNING instance_uuid;
 
 -- name: repoint_location :exec
 -- recover(): the location named a database without the spec; point it at the one found.
@@ -65,3 +90,13 @@ WHERE instance_uuid = %(instance_uuid)s;
 -- Streamed in uuid order by verify()/recover(), merged with every database's rows.
 SELECT instance_uuid, database_name AS database, version, move_id, moved_from
 FROM spec_locations ORDER BY instance_uuid;
+
+-- name: list_all_locations_and_rows :many
+-- verify()/recover() on the API database: its locations and its own request_specs rows
+-- in one uuid-ordered stream, so the scan holds one API connection, not two.
+SELECT coalesce(l.instance_uuid, r.instance_uuid) AS instance_uuid,
+       l.database_name AS database, l.version, l.move_id, l.moved_from,
+       r.move_state, r.move_id AS row_move_id, r.version AS row_version
+FROM spec_locations AS l
+FULL JOIN request_specs AS r ON r.instance_uuid = l.instance_uuid
+ORDER BY 1;

@@ -8,6 +8,7 @@ REQSPEC_TEST_DSN, else testcontainers, else an embedded server it starts itself.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from helpers import build_topology
@@ -23,9 +24,10 @@ settings.load_profile("reqspec")
 
 
 @pytest.fixture(scope="session")
-def topology(pg_server: ServerHandle) -> Iterator[Topology]:
-    """API + cell1 + cell2 on one server, migrated; shared by tests that use fresh uuids."""
-    topo, drop = build_topology(pg_server)
+def topology(pg_server: ServerHandle, via: Any) -> Iterator[Topology]:
+    """API + cell1 + cell2 on one server, migrated; shared by tests that use fresh uuids
+    (through PgBouncer too, in modules marked ``both_paths``)."""
+    topo, drop = build_topology(pg_server, via=via)
     yield topo
     drop()
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import orjson
 from helpers import run_sql
 
-from reqspec_repo._moving.recovery import verify
+from reqspec_repo._errors import DatabaseUnavailableError
+from reqspec_repo._moving.recovery import RecoveryReport, recover, verify
 from reqspec_repo._spec import codec
 from reqspec_repo._spec.model import RequestSpec, without_per_operation
 from reqspec_repo._store.config import Topology
+from reqspec_repo._store.leases import Leases
 from reqspec_repo._store.locations import SpecStore
 
 
@@ -60,3 +63,23 @@ def assert_invariant(store: SpecStore, expected: Mapping[str, RequestSpec]) -> N
         assert store.get(key).spec == without_per_operation(expected[key])
     report = verify(store)
     assert report.ok, report.problems
+
+
+def expire_leases(store: SpecStore) -> int:
+    """A crashed mover's leases run out: ends every lease now, instead of waiting
+    ``move_lease_ms`` (only valid when every holder is dead, as after a simulated crash)."""
+    return Leases(store.repo.connections).expire_all()
+
+
+def recover_once_reachable(store: SpecStore, within: float = 30.0) -> RecoveryReport:
+    """recover() as an operator runs it after a failover: retried while a database is
+    still unavailable (behind PgBouncer, a server that was down is refused for
+    ``server_login_retry`` after it is back)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return recover(store)
+        except DatabaseUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -17,7 +17,7 @@ from reqspec_repo._errors import (
     SpecNotFoundError,
 )
 from reqspec_repo._moving.moves import move_specs
-from reqspec_repo._store.config import Topology
+from reqspec_repo._store.config import Settings, Topology
 from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
 
@@ -31,10 +31,10 @@ EXPECTED = (
 )
 
 
-def run_worker(args: tuple[int, str, dict[str, str], list[str], float, int, int]) -> dict[str, Any]:
-    worker, api_dsn, cells, shared, seconds, max_ops, seed = args
+def run_worker(args: tuple[int, str, dict[str, str], list[str], float, int, int, str]) -> dict[str, Any]:
+    worker, api_dsn, cells, shared, seconds, max_ops, seed, pooler = args
     rng = random.Random(seed * 1000 + worker)
-    topology = Topology.from_dsns(api_dsn, cells)
+    topology = Topology.from_dsns(api_dsn, cells, Settings(pooler=pooler))
     targets = topology.database_names
     acks: list[tuple[str, str, int, str]] = []  # (op, uuid, version, marker)
     stats = {"ops": 0, "conflicts": 0, "moves": 0, "moved": 0, "errors": {}}

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from helpers import build_topology
-from movecheck import assert_invariant
+from movecheck import assert_invariant, expire_leases, recover_once_reachable
 
 from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._errors import DatabaseUnavailableError
@@ -21,7 +21,9 @@ from reqspec_repo._moving.recovery import recover
 from reqspec_repo._store.config import API
 from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
-from reqspec_repo.testing.failpoints import armed
+from reqspec_repo.testing.failpoints import MOVE_FAILPOINTS, armed
+
+pytestmark = pytest.mark.both_paths  # directly and through PgBouncer
 
 
 def open_store(topology):
@@ -35,6 +37,7 @@ def mover_env(topology, failpoints=""):
     for name, db in topology.cells.items():
         env[f"REQSPEC_CELL_{name.upper()}_DSN"] = db.dsn
     env["REQSPEC_FAILPOINTS"] = failpoints
+    env["REQSPEC_POOLER"] = topology.settings.pooler
     return env
 
 
@@ -65,6 +68,7 @@ def test_sigkill_of_a_mover_process_at_random_moments(split_topology):
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
             proc.communicate(timeout=60)
+            expire_leases(store)  # the killed mover's leases run out
             recover(store)
             assert_invariant(store, specs)
         print(f"{kills} of {runs} movers killed mid-run")
@@ -74,10 +78,10 @@ def test_sigkill_of_a_mover_process_at_random_moments(split_topology):
 
 
 @pytest.fixture
-def cells_on_killable_server(pg_server, killable_server):
+def cells_on_killable_server(pg_server, killable_server, via):
     """API database on the shared server, both cells on a server the test may kill."""
     cell_server = killable_server()
-    topology, drop = build_topology(pg_server, cell_server)
+    topology, drop = build_topology(pg_server, cell_server, via=via)
     yield topology, cell_server
     if not cell_server.is_running():
         cell_server.start()
@@ -102,7 +106,7 @@ def test_target_server_killed_mid_move(cells_on_killable_server, point, outcome,
     cell_server.start()
     fresh = open_store(topology)
     try:
-        report = recover(fresh)
+        report = recover_once_reachable(fresh)
         assert sorted(getattr(report, outcome)) == sorted(specs)
         assert {fresh.location(k).database for k in specs} == {home}
         assert_invariant(fresh, specs)
@@ -124,7 +128,7 @@ def test_source_server_killed_mid_move(cells_on_killable_server, point, outcome)
     cell_server.start()
     fresh = open_store(topology)
     try:
-        report = recover(fresh)
+        report = recover_once_reachable(fresh)
         if outcome is None:
             assert report.changed == 0
         else:
@@ -134,3 +138,50 @@ def test_source_server_killed_mid_move(cells_on_killable_server, point, outcome)
         assert_invariant(fresh, specs)
     finally:
         fresh.repo.close()
+
+
+def move_through_a_restart(topology, server, point, source, target):
+    """Move specs from ``source`` to ``target``, restarting ``server`` at ``point``; then,
+    whatever the mover saw, recover() leaves every spec live in exactly one database."""
+    store = open_store(topology)
+    try:
+        specs = {s.instance_uuid: s for s in (sample_spec() for _ in range(12))}
+        store.create(list(specs.values()), database=source)
+        outcome = {}
+        with armed(point, server.restart):
+            try:
+                outcome["result"] = move_specs(store, specs, target)
+            except DatabaseUnavailableError as exc:  # the mover saw the failover
+                outcome["error"] = exc
+    finally:
+        store.repo.close()
+    fresh = open_store(topology)
+    try:
+        expire_leases(fresh)  # a mover that saw an error may not have given them back
+        recover_once_reachable(fresh)
+        assert_invariant(fresh, specs)
+        assert move_specs(fresh, specs, source).ok  # and they move on afterwards
+        assert_invariant(fresh, specs)
+    finally:
+        fresh.repo.close()
+
+
+@pytest.mark.parametrize("point", MOVE_FAILPOINTS)
+def test_api_server_restarted_between_two_steps_of_a_move(pg_server, killable_server, via, point):
+    """The API database (the leases, the commit point) fails over mid-move, with the API
+    database as the source, then as the target."""
+    api_server = killable_server()
+    topology, drop = build_topology(api_server, pg_server, via=via)
+    try:
+        move_through_a_restart(topology, api_server, point, API, "cell1")
+        move_through_a_restart(topology, api_server, point, "cell2", API)
+    finally:
+        drop()
+
+
+@pytest.mark.parametrize("point", MOVE_FAILPOINTS)
+def test_cell_server_restarted_between_two_steps_of_a_move(cells_on_killable_server, point):
+    """A cell's server fails over mid-move, as the target, then as the source."""
+    topology, cell_server = cells_on_killable_server
+    move_through_a_restart(topology, cell_server, point, API, "cell1")
+    move_through_a_restart(topology, cell_server, point, "cell2", API)

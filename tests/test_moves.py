@@ -10,7 +10,7 @@ import attrs
 import psycopg
 import pytest
 from helpers import run_sql
-from movecheck import assert_invariant, rows_everywhere
+from movecheck import assert_invariant, expire_leases, rows_everywhere
 
 from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._errors import (
@@ -24,6 +24,8 @@ from reqspec_repo._store.config import API
 from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
 from reqspec_repo.testing.failpoints import MOVE_FAILPOINTS, FailpointHit, armed
+
+pytestmark = pytest.mark.both_paths  # directly and through PgBouncer
 
 
 @pytest.fixture
@@ -108,6 +110,7 @@ def test_interrupted_move_is_recovered_at_every_step(split_store, point):
     # Mid-move, every spec is still readable through its location.
     for key in keys:
         assert split_store.get(key).spec.instance_uuid == key
+    expire_leases(split_store)  # the crashed mover's leases run out
     report = recover(split_store)
     assert not report.busy
     assert_invariant(split_store, specs)
@@ -122,6 +125,7 @@ def test_recover_after_commit_finishes_the_move(split_store):
     specs = boot(split_store, 2)
     with armed("after_commit"), pytest.raises(FailpointHit):
         move_specs(split_store, specs, "cell2")
+    expire_leases(split_store)
     report = recover(split_store)
     assert sorted(report.finished) == sorted(specs)
     assert {split_store.location(k).database for k in specs} == {"cell2"}
@@ -135,6 +139,7 @@ def test_recover_before_commit_rolls_the_move_back(split_store):
     stored = split_store.get(key)
     with pytest.raises(SpecMovingError):  # sealed: writes wait for the move or recovery
         split_store.save(stored.spec, expected_version=stored.version)
+    expire_leases(split_store)
     report = recover(split_store)
     assert sorted(report.rolled_back) == sorted(specs)
     assert {split_store.location(k).database for k in specs} == {API}

@@ -32,9 +32,13 @@ from reqspec_repo._spec.model import (
     without_per_operation,
 )
 from reqspec_repo._store import queries as queries_module
+from reqspec_repo._store import roundtrips
 from reqspec_repo._store.config import API, Settings
 from reqspec_repo._store.context import api_context, cell_context
 from reqspec_repo._store.repository import STREAM_CHUNK_ROWS, RequestSpecRepository
+
+pytestmark = pytest.mark.both_paths  # directly and through PgBouncer
+SET_TIMEOUTS = queries_module.query("_session", "set_transaction_timeouts").statement
 
 
 def stored_doc(topology, database, instance_uuid):
@@ -204,7 +208,9 @@ def test_get_many_in_one_round_trip(repo, monkeypatch):
 
         monkeypatch.setattr(psycopg.Cursor, method, counting)
     batch = repo.get_many(ctx, [s.instance_uuid for s in specs] + [absent])
-    assert len(calls) == 1
+    # Behind a transaction-mode pooler the session timeouts are set first, in the same
+    # transaction (pooler = "transaction"): one data statement either way.
+    assert len([c for c in calls if c != SET_TIMEOUTS]) == 1
     assert set(batch.found) == {s.instance_uuid for s in specs}
     assert batch.missing == [absent] and batch.errors == {}
     assert batch.found[specs[7].instance_uuid].spec == specs[7]
@@ -225,13 +231,13 @@ def test_create_many_is_one_statement_and_all_or_nothing(repo, monkeypatch):
     original = psycopg.Connection.execute
     original_copy = psycopg.Cursor.copy
     monkeypatch.setattr(
-        psycopg.Connection, "execute", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+        psycopg.Connection, "execute", lambda self, *a, **k: calls.append(a[0]) or original(self, *a, **k)
     )
     monkeypatch.setattr(
-        psycopg.Cursor, "copy", lambda self, *a, **k: calls.append(1) or original_copy(self, *a, **k)
+        psycopg.Cursor, "copy", lambda self, *a, **k: calls.append(a[0]) or original_copy(self, *a, **k)
     )
     stored = repo.create_many(ctx, specs)
-    assert len(calls) == 1 and [s.version for s in stored] == [1] * 100
+    assert len([c for c in calls if c != SET_TIMEOUTS]) == 1 and [s.version for s in stored] == [1] * 100
     monkeypatch.undo()
     assert len(repo.get_many(ctx, [s.instance_uuid for s in specs]).found) == 100
 
@@ -357,8 +363,13 @@ def test_connections_carry_statement_and_lock_timeouts(fresh_topology):
     topo = fresh_topology(settings=Settings(statement_timeout_ms=1234, lock_timeout_ms=567))
     with RequestSpecRepository.from_topology(topo) as repo:
         with repo.connections.connection("cell1") as conn:
-            assert conn.execute(b"SHOW statement_timeout").fetchone()[0] == "1234ms"
-            assert conn.execute(b"SHOW lock_timeout").fetchone()[0] == "567ms"
+            # What a named query's statement sees, in its own transaction: behind a
+            # transaction-mode pooler the timeouts are set in that transaction.
+            cur = conn.cursor()
+            roundtrips.execute(cur, b"SHOW statement_timeout", None)
+            assert cur.fetchone()[0] == "1234ms"
+            roundtrips.execute(cur, b"SHOW lock_timeout", None)
+            assert cur.fetchone()[0] == "567ms"
 
 
 def test_json_numbers_in_image_properties_survive_jsonb(repo):
@@ -393,7 +404,7 @@ def test_unit_of_work_commits_explicitly_and_rolls_back_by_default(repo):
 def test_the_kept_cursor_never_hands_back_a_previous_row(topology):
     """One-row statements reuse one cursor per pooled connection; with a single pooled
     connection every call below runs on the same cursor, right after a different result."""
-    single = attrs.evolve(topology, settings=Settings(pool_min_size=1, pool_max_size=1))
+    single = attrs.evolve(topology, settings=attrs.evolve(topology.settings, pool_min_size=1, pool_max_size=1))
     ctx = api_context()
     with RequestSpecRepository.from_topology(single) as repository:
         spec = sample_spec()

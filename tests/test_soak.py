@@ -18,6 +18,8 @@ from reqspec_repo._moving.recovery import verify
 from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
 
+pytestmark = pytest.mark.both_paths  # directly and through PgBouncer
+
 
 def soak(topology, *, workers: int, seconds: float, max_ops: int, shared_count: int = 40) -> dict:
     seed = int(os.environ.get("REQSPEC_TEST_SEED", time.time()))
@@ -28,7 +30,7 @@ def soak(topology, *, workers: int, seconds: float, max_ops: int, shared_count: 
     shared = [s.instance_uuid for s in initial]
     acks: list[tuple[str, str, int, str]] = [("save", s.instance_uuid, 1, s.availability_zone or "") for s in initial]
     cells = {name: db.dsn for name, db in topology.cells.items()}
-    args = [(w, topology.api.dsn, cells, shared, seconds, max_ops, seed) for w in range(workers)]
+    args = [(w, topology.api.dsn, cells, shared, seconds, max_ops, seed, topology.settings.pooler) for w in range(workers)]
     started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         results = pool.map(run_worker, args)

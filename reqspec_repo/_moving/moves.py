@@ -2,23 +2,28 @@
 
 For a batch of instances living in database S and going to database T (move id M):
 
-0. claim   (API)  take each instance's advisory lock on a connection held for the whole
-                  move (a crash of the mover releases them);
+0. claim   (API)  take each instance's lease (``move_leases``, holder M, for
+                  ``move_lease_ms``): durable, held by no connection, so it survives a
+                  transaction-mode pooler and a failover; a mover that dies leaves it to
+                  expire, and recover() takes over expired leases only;
 1. seal    (S)    the source rows become 'outgoing' (readable, no longer writable) and
                   come back as raw documents, in one statement: a save committed before
                   it is copied, a save after it fails with SpecMovingError - none is lost;
 2. copy    (T)    write them as hidden 'incoming' rows (idempotent upsert);
-3. commit  (API)  flip the locations to T, compare-and-swap on the source location - the
-                  commit point; the location keeps the move id until cleanup is done, so
-                  reads through it find T's copy at once;
-4. cleanup (T, S, API) make the T rows live, delete the S rows, clear the move id.
+3. commit  (API)  flip the locations to T where M still holds an unexpired lease
+                  (renewing it), compare-and-swap on the source location - the commit
+                  point; a mover whose lease ran out cannot commit. The location keeps
+                  the move id until cleanup is done, so reads through it find T's copy;
+4. cleanup (T, S, API) make the T rows live, delete the S rows, clear the move id and
+                  release the leases (one statement).
 
 Steps 1-3 commit durably. The cleanup commits without waiting for the WAL flush: if a
 server crash loses it, the durable state after step 3 tells recover() to redo it.
-Every step is one statement per database for the whole chunk (``chunk_size``), so a
-batch costs a bounded number of round trips, not one per spec. A crash anywhere leaves
-states that :func:`reqspec_repo.recover` finishes (after the commit point) or
-rolls back (before it).
+Every step is one statement on one pooled connection, checked out for that statement
+only: a mover never holds a connection while it waits for another. A crash anywhere
+leaves states that :func:`reqspec_repo.recover` finishes (after the commit point) or
+rolls back (before it) once the leases expired. The data access is in
+:mod:`reqspec_repo._store.move_rows` and :mod:`reqspec_repo._store.leases`.
 """
 
 from __future__ import annotations
@@ -26,44 +31,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid as uuid_mod
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import attrs
-import psycopg
-from psycopg.rows import class_row
 
 from .._errors import (
+    LeaseExpiredError,
     LocationNotFoundError,
     MoveError,
     MoveInProgressError,
     ReqSpecError,
     SpecNotFoundError,
 )
-from .._store.config import API
-from .._store.documents import as_jsonb
-from .._store.locations import Location, SpecStore
-from .._store.queries import Query, query
+from .._store.leases import LeasePurpose, Leases
+from .._store.locations import SpecStore
+from .._store.move_rows import MoveRows
 from .._store.repository import normalize_uuid
 from ..testing.failpoints import failpoint
 from .chunking import chunks
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[object, ...]]
-_LOCATION = class_row(Location)
-_TRY_LOCK = query("spec_locations", "try_lock_instances")
-_UNLOCK_ALL = query("spec_locations", "unlock_all")
-_FLIP_TO_TARGET = query("spec_locations", "flip_locations_to_target")
-_GET_LOCATIONS = query("spec_locations", "get_locations")
-_CLEAR_MOVES = query("spec_locations", "clear_moves")
-_SEAL_OUTGOING = query("request_specs", "seal_outgoing")
-_UPSERT_INCOMING = query("request_specs", "upsert_incoming")
-_DELETE_INCOMING = query("request_specs", "delete_incoming")
-_UNSEAL_OUTGOING = query("request_specs", "unseal_outgoing")
-_PROMOTE_INCOMING = query("request_specs", "promote_incoming")
-_DELETE_OUTGOING = query("request_specs", "delete_outgoing")
-_RELAX_DURABILITY = query("_session", "relax_commit_durability")
 Progress = Callable[[int], None]
 
 
@@ -86,8 +74,9 @@ class Mover:
 
     def __init__(self, store: SpecStore, *, chunk_size: int = 500) -> None:
         self.store = store
-        self.connections = store.repo.connections
         self.topology = store.topology
+        self.leases = Leases(store.repo.connections)
+        self.rows = MoveRows(store.repo.connections)
         self.chunk_size = chunk_size
 
     def move(
@@ -145,32 +134,35 @@ class Mover:
         move_id = str(uuid_mod.uuid4())
         failed: dict[str, ReqSpecError] = {}
         failpoint("before_claim")
-        with self.connections.connection(API) as api:
-            try:
-                locked = _uuids(_TRY_LOCK.many(api, {"instance_uuids": uuids}))
-                for u in set(uuids) - set(locked):
-                    failed[u] = MoveInProgressError(u)
-                failpoint("after_claim")
-                sealed = self._seal_and_copy(locked, source, target, move_id, failed)
-                committed: list[str] = []
-                if sealed:
-                    # The commit point. If the API connection broke, this raises and the
-                    # outcome is decided later by recover() from the location records.
-                    committed = _uuids(_FLIP_TO_TARGET.many(
-                        api, {"instance_uuids": sealed, "source": source, "target": target, "move_id": move_id}
-                    ))
-                failpoint("after_commit")
-                not_committed = [u for u in sealed if u not in set(committed)]
-                if not_committed:  # the location was not (or no longer) S: undo these
-                    self._rollback(not_committed, source, target, move_id)
-                relocated = self._explain(api, [u for u in locked if u not in set(committed)], source, failed)
-                self._cleanup(api, committed, source, target, move_id)
-                failpoint("after_cleanup")
-                return committed, failed, relocated
-            finally:
-                with contextlib.suppress(psycopg.Error, ReqSpecError):
-                    if not api.closed:
-                        _UNLOCK_ALL.exec(api)
+        claimed = self.leases.claim(uuids, move_id, LeasePurpose.MOVE)
+        mine = [u for u in uuids if u in claimed]
+        for u in uuids:
+            if u not in claimed:
+                failed[u] = MoveInProgressError(u)
+        failpoint("after_claim")
+        try:
+            sealed = self._seal_and_copy(mine, source, target, move_id, failed)
+            committed: list[str] = []
+            if sealed:
+                # The commit point. If the API connection broke, this raises and the
+                # outcome is decided later by recover() from the location records.
+                committed = self.rows.commit(sealed, source, target, move_id)
+            failpoint("after_commit")
+            done = set(committed)
+            not_committed = [u for u in sealed if u not in done]
+            if not_committed:  # lease lost, or the location was not (or no longer) S: undo
+                self._rollback(not_committed, source, target, move_id)
+            relocated = self._explain([u for u in mine if u not in done], source, set(sealed), failed)
+            self._cleanup(committed, source, target, move_id)
+            self.leases.release([u for u in mine if u not in done], move_id)
+            failpoint("after_cleanup")
+            return committed, failed, relocated
+        except Exception:
+            # An ordinary failure (a server down, a timeout): the leases go back at once,
+            # so recover() need not wait for them to expire. A crash keeps them.
+            with contextlib.suppress(ReqSpecError):
+                self.leases.release(mine, move_id)
+            raise
 
     def _seal_and_copy(
         self, uuids: list[str], source: str, target: str, move_id: str, failed: dict[str, ReqSpecError]
@@ -178,23 +170,13 @@ class Mover:
         """Steps 1 and 2; returns the instances sealed in S and copied to T."""
         if not uuids:
             return []
-        with self.connections.connection(source) as src:
-            rows = _SEAL_OUTGOING.many(src, {"instance_uuids": uuids, "move_id": move_id})
+        rows = self.rows.seal(source, uuids, move_id)
         failpoint("after_seal")
         if not rows:
             return []
-        with self.connections.connection(target) as dst:
-            copied = set(_uuids(_UPSERT_INCOMING.many(dst, {
-                "instance_uuids": [r.instance_uuid for r in rows],
-                "specs": [as_jsonb(r.spec) for r in rows],
-                "schema_versions": [r.schema_version for r in rows],
-                "versions": [r.version for r in rows],
-                # the operation in flight (rarely any) travels with the spec
-                "operations": [None if r.operation is None else as_jsonb(r.operation) for r in rows],
-                "move_id": move_id,
-            })))
+        copied = self.rows.copy_in(target, rows, move_id)
         failpoint("after_copy")
-        sealed = _uuids(rows)
+        sealed = [r.instance_uuid for r in rows]
         refused = [u for u in sealed if u not in copied]
         if refused:
             self._rollback(refused, source, target, move_id)
@@ -203,14 +185,14 @@ class Mover:
         return [u for u in sealed if u in copied]
 
     def _explain(
-        self, api: Conn, uuids: list[str], source: str, failed: dict[str, ReqSpecError]
+        self, uuids: list[str], source: str, sealed: set[str], failed: dict[str, ReqSpecError]
     ) -> list[str]:
-        """Why locked instances did not move; returns those that now live elsewhere
+        """Why claimed instances did not move; returns those that now live elsewhere
         (moved by someone else since our unlocked read) so that move() retries them."""
         pending = [u for u in uuids if u not in failed]
         if not pending:
             return []
-        now = {loc.instance_uuid: loc for loc in _GET_LOCATIONS.many(api, {"instance_uuids": pending}, row=_LOCATION)}
+        now = self.store.locations(pending)
         relocated = []
         for u in pending:
             loc = now.get(u)
@@ -220,41 +202,26 @@ class Mover:
                 failed[u] = MoveError(u, "an earlier move of it was interrupted; run recover")
             elif loc.database != source:
                 relocated.append(u)
+            elif u in sealed:
+                # Sealed, copied, location still S without a move: only the lease check
+                # of the commit point can have refused it.
+                failed[u] = LeaseExpiredError(u)
             else:
                 failed[u] = SpecNotFoundError(u, source)  # located in S, but no live row there
         return relocated
 
     def _rollback(self, uuids: list[str], source: str, target: str, move_id: str) -> None:
-        params = {"instance_uuids": uuids, "move_id": move_id}
-        with self.connections.connection(target) as dst:
-            _DELETE_INCOMING.exec(dst, params)
-        with self.connections.connection(source) as src:
-            _UNSEAL_OUTGOING.exec(src, params)
+        self.rows.undo_copy(target, uuids, move_id)
+        self.rows.unseal(source, uuids, move_id)
 
-    def _cleanup(self, api: Conn, uuids: list[str], source: str, target: str, move_id: str) -> None:
+    def _cleanup(self, uuids: list[str], source: str, target: str, move_id: str) -> None:
         if not uuids:
             return
-        params = {"instance_uuids": uuids, "move_id": move_id}
         # Target live first, then the source copy goes: the spec is readable throughout.
-        with self.connections.connection(target) as dst:
-            _relaxed(dst, _PROMOTE_INCOMING, params)
+        self.rows.promote(target, uuids, move_id)
         failpoint("after_promote")
-        with self.connections.connection(source) as src:
-            _relaxed(src, _DELETE_OUTGOING, params)
-        _relaxed(api, _CLEAR_MOVES, params)
-
-
-def _uuids(rows: Iterable[Any]) -> list[str]:
-    """The instance uuids of rows that have an ``instance_uuid`` column."""
-    return [str(r.instance_uuid) for r in rows]
-
-
-def _relaxed(conn: Conn, q: Query, params: Mapping[str, object]) -> None:
-    """One cleanup statement in a transaction that does not wait for the WAL flush,
-    pipelined into a single round trip."""
-    with conn.pipeline(), conn.transaction():
-        _RELAX_DURABILITY.exec(conn)
-        q.run(conn, params)
+        self.rows.drop_outgoing(source, uuids, move_id)
+        self.rows.finish(uuids, move_id)
 
 
 def move_specs(

@@ -1,8 +1,10 @@
 """recover() finishes or rolls back interrupted moves; verify() checks consistency.
 
 Both scan the location records in the API database and the request_specs rows of every
-database. recover() then works only on instances whose advisory lock it can take (so a
-move in progress is left alone), re-reads their state under the lock, and resolves it:
+database. They then work only on instances whose lease (``move_leases``) they can
+claim: a move in progress holds an unexpired lease and is left alone (reported busy); the
+lease of a mover that died expires after ``move_lease_ms`` and is taken over. recover()
+re-reads the state under the lease and resolves it:
 
 * a location carrying a move id (crash after the commit point): finish - promote the
   target's incoming copy, delete the outgoing copy elsewhere, clear the move id;
@@ -14,6 +16,12 @@ move in progress is left alone), re-reads their state under the lock, and resolv
 * rows without any location record (a create into a cell that crashed before its API
   transaction committed) are adopted when one of them is live or outgoing; incoming-only
   leftovers of a destroyed instance are deleted.
+
+Each change to a row is conditioned on the row being as it was read (state, move id,
+version), so a decision that went stale (recover() stalled past its own lease) changes
+nothing. Every statement checks out its connection and gives it back before the next;
+the data access is in :mod:`reqspec_repo._store.move_rows` and
+:mod:`reqspec_repo._store.leases`.
 """
 
 from __future__ import annotations
@@ -24,36 +32,23 @@ import heapq
 import itertools
 import uuid as uuid_mod
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Generator, Iterator
 
 import attrs
-import psycopg
-from psycopg.rows import class_row
 
-from .._errors import ReqSpecError
-from .._store.config import API
+from .._errors import ReadOnlyDatabaseError, ReqSpecError
+from .._store.leases import LeasePurpose, Leases
 from .._store.locations import Location, SpecStore
-from .._store.queries import query
+from .._store.move_rows import MoveRows, RowState
 from .chunking import chunks
 
-Conn = psycopg.Connection[tuple[object, ...]]
-#: Suspects locked per round: session advisory locks use shared lock-table slots.
-LOCK_ROUND = 500
-_LOCATION = class_row(Location)
-_LIST_ALL_LOCATIONS = query("spec_locations", "list_all_locations")
-_LIST_ALL_ROW_STATES = query("request_specs", "list_all_row_states")
-_GET_ROW_STATES = query("request_specs", "get_row_states")
-_TRY_LOCK = query("spec_locations", "try_lock_instances")
-_UNLOCK_ALL = query("spec_locations", "unlock_all")
+#: Suspects claimed per round: one lease statement, one re-read per database.
+CLAIM_ROUND = 500
 
-
-@attrs.frozen
-class RowState:
-    database: str
-    state: str  # live | incoming | outgoing
-    move_id: str | None
-    version: int
+__all__ = [
+    "Outcome", "Problem", "ProblemKind", "RecoveryReport", "RowState", "VerifyReport",
+    "recover", "verify",
+]
 
 
 class ProblemKind(enum.StrEnum):
@@ -122,30 +117,42 @@ class RecoveryReport:
         )
 
 
+ScanItem = tuple[uuid_mod.UUID, Location | None, RowState | None]
+
+
 class _Scanner:
     def __init__(self, store: SpecStore) -> None:
         self.store = store
-        self.connections = store.repo.connections
-        self.names = store.topology.database_names
+        self.rows = MoveRows(store.repo.connections)
+        self.cells = sorted(store.topology.cells)
 
-    def _row_stream(self, name: str) -> Iterator[tuple[Any, Location | None, RowState | None]]:
-        """All rows of one database in uuid order, through a server-side cursor."""
-        with self.connections.connection(name) as conn:
-            for r in _LIST_ALL_ROW_STATES.stream(conn):
-                yield r.instance_uuid, None, RowState(name, r.move_state, _opt(r.move_id), r.version)
+    def _api_stream(self) -> Generator[ScanItem, None, None]:
+        for item in self.rows.stream_api():
+            yield item.instance_uuid, item.location, item.row
 
-    def _location_stream(self) -> Iterator[tuple[Any, Location | None, RowState | None]]:
-        with self.connections.connection(API) as conn:
-            for loc in _LIST_ALL_LOCATIONS.stream(conn, row=_LOCATION):
-                yield uuid_mod.UUID(loc.instance_uuid), loc, None
+    def _cell_stream(self, name: str) -> Generator[ScanItem, None, None]:
+        for key, row in self.rows.stream_states(name):
+            yield key, None, row
 
     def suspects(self) -> tuple[list[str], int, dict[str, int]]:
         """Instances with a problem, the number of locations, and rows per database.
 
         Every database and the location records are read in uuid order and merged, so
-        memory stays bounded whatever the number of specs; only suspects are kept."""
-        streams = [self._location_stream()]
-        streams.extend(self._row_stream(name) for name in self.names)
+        memory stays bounded whatever the number of specs; only suspects are kept. The
+        streams hold one connection of each database's pool (the API database's
+        locations and rows come in one stream), opened in the same order every time."""
+        streams = [self._api_stream()]
+        streams.extend(self._cell_stream(name) for name in self.cells)
+        try:
+            return self._merge(streams)
+        finally:
+            # Give every connection back now, also when one database failed mid-scan
+            # (not whenever the abandoned generators are collected).
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+    def _merge(self, streams: list[Generator[ScanItem, None, None]]) -> tuple[list[str], int, dict[str, int]]:
         found: list[str] = []
         locations = 0
         counts: dict[str, int] = defaultdict(int)
@@ -165,15 +172,10 @@ class _Scanner:
 
     def rows_of(self, uuids: list[str]) -> dict[str, list[RowState]]:
         found: dict[str, list[RowState]] = defaultdict(list)
-        for name in self.names:
-            with self.connections.connection(name) as conn:
-                for r in _GET_ROW_STATES.many(conn, {"instance_uuids": uuids}):
-                    found[str(r.instance_uuid)].append(RowState(name, r.move_state, _opt(r.move_id), r.version))
+        for name in self.store.topology.database_names:
+            for key, rows in self.rows.states(name, uuids).items():
+                found[key].extend(rows)
         return found
-
-
-def _opt(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 def _problems_of(key: str, loc: Location | None, rows: list[RowState]) -> list[Problem]:
@@ -199,30 +201,43 @@ def _problems_of(key: str, loc: Location | None, rows: list[RowState]) -> list[P
 
 
 @contextlib.contextmanager
-def _locks(store: SpecStore, uuids: list[str]) -> Iterator[set[str]]:
-    """Try-lock the instances on one API connection; yields those locked."""
-    with store.repo.connections.connection(API) as api:
-        try:
-            got = {str(r.instance_uuid) for r in _TRY_LOCK.many(api, {"instance_uuids": uuids})}
-            yield got
-        finally:
-            with contextlib.suppress(psycopg.Error, ReqSpecError):
-                if not api.closed:
-                    _UNLOCK_ALL.exec(api)
+def _claimed(store: SpecStore, uuids: list[str], purpose: LeasePurpose) -> Iterator[set[str]]:
+    """Claim the leases of these instances; yields those claimed (the others are busy:
+    a move or recovery holds them) and releases them at the end. No connection is held
+    in between."""
+    leases = Leases(store.repo.connections)
+    holder = str(uuid_mod.uuid4())
+    try:
+        got = leases.claim(uuids, holder, purpose)
+    except ReadOnlyDatabaseError:
+        if purpose != LeasePurpose.VERIFY:
+            raise
+        # verify() on a read-only API database (a standby): judge the instances no
+        # unexpired lease holds, without claiming (a move starting meanwhile may show).
+        held = leases.of(uuids)
+        yield {u for u in uuids if u not in held or held[u].expired}
+        return
+    try:
+        yield got
+    finally:
+        with contextlib.suppress(ReqSpecError):
+            leases.release(got, holder)
 
 
 def verify(store: SpecStore) -> VerifyReport:
-    """Read-only consistency check across the API database and every cell."""
+    """Consistency check across the API database and every cell; it changes no spec or
+    location (it only takes and gives back leases, to judge each instance unmoving)."""
     scan = _Scanner(store)
     suspects, locations, counts = scan.suspects()
     problems: list[Problem] = []
     busy: list[str] = []
-    for chunk in chunks(suspects, LOCK_ROUND):
-        with _locks(store, chunk) as locked:
-            fresh_locs = store.locations(chunk)
-            fresh_rows = scan.rows_of(chunk)
+    for chunk in chunks(suspects, CLAIM_ROUND):
+        with _claimed(store, chunk, LeasePurpose.VERIFY) as claimed:
+            mine = [k for k in chunk if k in claimed]
+            fresh_locs = store.locations(mine) if mine else {}
+            fresh_rows = scan.rows_of(mine) if mine else {}
             for key in chunk:
-                if key not in locked:
+                if key not in claimed:
                     busy.append(key)
                     continue
                 problems.extend(_problems_of(key, fresh_locs.get(key), fresh_rows.get(key, [])))
@@ -230,74 +245,69 @@ def verify(store: SpecStore) -> VerifyReport:
 
 
 def recover(store: SpecStore) -> RecoveryReport:
-    """Finish or roll back every interrupted move; idempotent, safe beside running moves."""
+    """Finish or roll back every interrupted move whose lease is free or expired;
+    idempotent, safe beside running moves (their unexpired leases are left alone)."""
     scan = _Scanner(store)
     suspects, _, _ = scan.suspects()
     report = RecoveryReport([], [], [], [], [], [])
-    for chunk in chunks(suspects, LOCK_ROUND):
-        with _locks(store, chunk) as locked:
-            mine = [k for k in chunk if k in locked]
-            report.busy.extend(k for k in chunk if k not in locked)
+    for chunk in chunks(suspects, CLAIM_ROUND):
+        with _claimed(store, chunk, LeasePurpose.RECOVER) as claimed:
+            mine = [k for k in chunk if k in claimed]
+            report.busy.extend(k for k in chunk if k not in claimed)
             if not mine:
                 continue
             fresh_locs = store.locations(mine)
             fresh_rows = scan.rows_of(mine)
             for key in mine:
-                report.record(_resolve(store, key, fresh_locs.get(key), fresh_rows.get(key, [])), key)
+                report.record(_resolve(scan, key, fresh_locs.get(key), fresh_rows.get(key, [])), key)
     return report
 
 
-def _exec(store: SpecStore, database: str, name: str, table: str, params: Mapping[str, object]) -> None:
-    with store.repo.connections.connection(database) as conn:
-        query(table, name).run(conn, params)
-
-
-def _resolve(store: SpecStore, key: str, loc: Location | None, rows: list[RowState]) -> Outcome:
-    """Bring one locked instance to its one live copy; returns the report field to count it in."""
+def _resolve(scan: _Scanner, key: str, loc: Location | None, rows: list[RowState]) -> Outcome:
+    """Bring one claimed instance to its one live copy; returns how it was counted."""
+    moves = scan.rows
     if loc is None:
         if all(r.state == "incoming" for r in rows):
             for r in rows:  # copies of a destroyed instance: nothing to adopt
-                _exec(store, r.database, "delete_any_row", "request_specs", {"instance_uuid": key})
+                moves.delete_if_seen(key, r)
             return Outcome.REPAIRED
         best = max(rows, key=lambda r: (r.state == "live", r.version))
-        _exec(store, API, "insert_locations", "spec_locations",
-              {"instance_uuids": [key], "database_name": best.database})
-        _normalize(store, key, Location(key, best.database, 1), rows)
+        if not moves.adopt(key, best.database):
+            return Outcome.BUSY  # a location appeared meanwhile: judged next time
+        _normalize(scan, key, Location(key, best.database, 1), rows)
         return Outcome.ADOPTED
     if loc.move_id is not None:  # committed: finish the move
-        batch = {"instance_uuids": [key], "move_id": loc.move_id}
-        _exec(store, loc.database, "promote_incoming", "request_specs", batch)
+        moves.promote(loc.database, [key], loc.move_id)
         for r in rows:
             if r.database != loc.database and r.move_id == loc.move_id:
-                _exec(store, r.database, "delete_outgoing", "request_specs", batch)
-        _exec(store, API, "clear_moves", "spec_locations", batch)
+                moves.drop_outgoing(r.database, [key], loc.move_id)
+        moves.finish([key], loc.move_id)
         # Whatever else is left (copies from older crashes) is tidied the same way.
-        fresh = store.locations([key]).get(key)
-        after = _Scanner(store).rows_of([key]).get(key, [])
+        fresh = scan.store.locations([key]).get(key)
+        after = scan.rows_of([key]).get(key, [])
         if fresh is not None and _problems_of(key, fresh, after):
-            _normalize(store, key, fresh, after)
+            _normalize(scan, key, fresh, after)
         return Outcome.FINISHED
     sealed_at_home = any(r.database == loc.database and r.state == "outgoing" for r in rows)
-    outcome = _normalize(store, key, loc, rows)
+    outcome = _normalize(scan, key, loc, rows)
     return Outcome.ROLLED_BACK if sealed_at_home and outcome == Outcome.REPAIRED else outcome
 
 
-def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState]) -> Outcome:
+def _normalize(scan: _Scanner, key: str, loc: Location, rows: list[RowState]) -> Outcome:
     """Make the row the location names the live one and delete every other copy."""
-    one = {"instance_uuid": key}
+    moves = scan.rows
     home = [r for r in rows if r.database == loc.database]
     if not home:
         if not rows:
-            _exec(store, API, "delete_location", "spec_locations", one)
+            moves.remove_location(key)
             return Outcome.DANGLING_REMOVED
         best = max(rows, key=lambda r: (r.state == "live", r.version))
-        _exec(store, API, "repoint_location", "spec_locations",
-              {"instance_uuid": key, "database_name": best.database})
+        moves.repoint(key, best.database)
         home = [best]
     keep = home[0]
     if keep.state != "live":
-        _exec(store, keep.database, "set_row_live", "request_specs", one)
+        moves.make_live_if_seen(key, keep)
     for r in rows:
         if r.database != keep.database:
-            _exec(store, r.database, "delete_any_row", "request_specs", one)
+            moves.delete_if_seen(key, r)
     return Outcome.REPAIRED

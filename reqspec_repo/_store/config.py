@@ -10,6 +10,7 @@ Read from a TOML file (``REQSPEC_CONFIG``, default ``reqspec.toml``)::
 
     [settings]
     statement_timeout_ms = 5000
+    pooler = "transaction"   # PgBouncer in transaction mode in front of the servers
 
 and overridden by environment variables: ``REQSPEC_API_DSN``, ``REQSPEC_CELL_<NAME>_DSN``
 (adds or replaces cell ``<name>``, lower-cased), ``REQSPEC_<SETTING>`` for each setting.
@@ -37,6 +38,15 @@ _CELL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _CELL_ENV = re.compile(r"^REQSPEC_CELL_(?P<name>[A-Za-z0-9_-]+)_DSN$")
 
 
+#: What sits between the library and PostgreSQL (setting ``pooler``):
+#: ``none`` - direct connections: timeouts in the startup packet, prepared statements;
+#: ``session`` - PgBouncer (or alike) in session mode: timeouts set once per connection,
+#: prepared statements kept (the pooler's reset query drops them between clients);
+#: ``transaction`` - transaction mode: timeouts set in every transaction (same round
+#: trip), no server-side prepared statements.
+POOLER_MODES = ("none", "session", "transaction")
+
+
 @attrs.frozen
 class Settings:
     """Connection and document settings applied to every database."""
@@ -48,14 +58,26 @@ class Settings:
     pool_min_size: int = 1
     pool_max_size: int = 10
     max_document_bytes: int = 1 << 20
+    #: How long a move's claim on its instances lasts (docs/reliability.md, "Move
+    #: leases"): longer than the worst healthy claim-to-commit time (three checkouts
+    #: and three round trips, each bounded by the timeouts above: 45 s by default),
+    #: short enough that recover() can take over a dead mover's instances soon after.
+    move_lease_ms: int = 60000
+    pooler: str = "none"
 
     def __attrs_post_init__(self) -> None:
         for field in attrs.fields(Settings):
+            if field.name == "pooler":
+                continue
             value = getattr(self, field.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"setting {field.name} must be a non-negative integer, got {value!r}")
         if self.pool_max_size < 1 or self.pool_min_size > self.pool_max_size:
             raise ConfigError("settings: need 1 <= pool_max_size and pool_min_size <= pool_max_size")
+        if self.pooler not in POOLER_MODES:
+            raise ConfigError(f"setting pooler must be one of {', '.join(POOLER_MODES)}, got {self.pooler!r}")
+        if self.move_lease_ms < 1000:
+            raise ConfigError(f"setting move_lease_ms must be at least 1000, got {self.move_lease_ms}")
 
 
 @attrs.frozen
@@ -128,7 +150,9 @@ def _settings_from(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         values[key] = value
     for name in names:
         env_value = env.get(f"REQSPEC_{name.upper()}")
-        if env_value is not None:
+        if env_value is not None and name == "pooler":
+            values[name] = env_value.strip().lower()
+        elif env_value is not None:
             try:
                 values[name] = int(env_value)
             except ValueError:

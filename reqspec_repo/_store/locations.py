@@ -8,20 +8,30 @@ Moves between databases are in :mod:`reqspec_repo._moving.moves`.
 
 from __future__ import annotations
 
+import contextlib
 import uuid as uuid_mod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.rows import class_row
 
-from .._errors import LocationNotFoundError, SpecNotFoundError
+from .._errors import (
+    BatchError,
+    LocationNotFoundError,
+    MoveInProgressError,
+    ReqSpecError,
+    SpecExistsError,
+    SpecNotFoundError,
+)
 from .._spec import codec
 from .._spec.model import RequestSpec
 from .config import API
 from .context import RequestContext
-from .queries import query
+from .leases import LeasePurpose, Leases
+from .queries import Query, query
 from .repository import RequestSpecRepository, StoredSpec, normalize_uuid
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -43,19 +53,23 @@ class Location:
 _LOCATION = class_row(Location)
 _GET_LOCATION = query("spec_locations", "get_location")
 _GET_LOCATIONS = query("spec_locations", "get_locations")
-_LOCK_INSTANCE = query("spec_locations", "lock_instance_for_transaction")
-_LOCK_INSTANCES = query("spec_locations", "lock_instances_for_transaction")
 _INSERT_LOCATIONS = query("spec_locations", "insert_locations")
-_DELETE_LOCATION = query("spec_locations", "delete_location")
+_INSERT_LOCATIONS_RELEASING = query("spec_locations", "insert_locations_releasing")
+_DELETE_LOCATION_RELEASING = query("spec_locations", "delete_location_releasing")
 _GET_COMMITTED = query("request_specs", "get_committed_by_instance_uuid")
 _GET_COMMITTED_WITH_OPERATION = query("request_specs", "get_committed_with_operation")
 _DELETE_ANY_ROW = query("request_specs", "delete_any_row")
 
 
-def lock_instance(conn: Conn, instance_uuid: str) -> None:
-    """Wait (bounded by lock_timeout) until no mover or recovery holds this instance; the
-    lock lasts until the end of the caller's transaction."""
-    _LOCK_INSTANCE.exec(conn, {"instance_uuid": instance_uuid})
+class _LocationsExist(Exception):
+    """Some of the instances being created already have a location record."""
+
+
+def _insert_locations(conn: Conn, q: Query, params: dict[str, object]) -> None:
+    try:
+        q.exec(conn, params)
+    except pg_errors.UniqueViolation:
+        raise _LocationsExist() from None
 
 
 class SpecStore:
@@ -74,24 +88,52 @@ class SpecStore:
         """Store new specs (one, or a sequence) and their location records, all or nothing.
 
         In the API database (the default, as at boot before scheduling) both go in one
-        transaction. Into a cell, the API transaction holds the instances' locks and the
-        location rows while the specs are written to the cell, and commits last: a crash
-        in between leaves at most an unacknowledged spec row without a location, which
-        ``recover()`` adopts; never a location pointing at nothing."""
+        transaction. Into a cell, no connection is held while another is awaited: the
+        instances' leases are claimed (API), the specs written to the cell, then the
+        locations written and the leases released in one API statement. A crash in
+        between leaves at most an unacknowledged spec row without a location, which
+        ``recover()`` adopts once the lease expired; never a location pointing at nothing."""
         if isinstance(specs, RequestSpec):
             specs = [specs]
         uuids = [s.instance_uuid for s in specs]
-        params = {"instance_uuids": uuids, "database_name": database}
         self.topology.database(database)  # unknown cell: ConfigError before any write
-        with self.repo.unit_of_work(RequestContext(API)) as uow:
-            _LOCK_INSTANCES.exec(uow.conn, params)
-            _INSERT_LOCATIONS.exec(uow.conn, params)
-            if database == API:
-                stored = uow.create_many(specs)
-            else:
-                stored = self.repo.create_many(RequestContext(database), specs)
-            uow.commit()
+        if database == API:
+            try:
+                with self.repo.unit_of_work(RequestContext(API)) as uow:
+                    _insert_locations(uow.conn, _INSERT_LOCATIONS, {"instance_uuids": uuids, "database_name": API})
+                    stored = uow.create_many(specs)
+                    uow.commit()
+            except _LocationsExist:
+                raise self._already_located(uuids) from None
+            return stored
+        leases = Leases(self.repo.connections)
+        holder = str(uuid_mod.uuid4())
+        claimed = leases.claim(uuids, holder, LeasePurpose.CREATE)
+        try:
+            busy = [u for u in uuids if u not in claimed]
+            if busy:  # recover() is adopting an earlier copy of these instances
+                raise BatchError({u: MoveInProgressError(u) for u in busy})
+            stored = self.repo.create_many(RequestContext(database), specs)
+            try:
+                with self.repo.connections.connection(API) as api:
+                    _insert_locations(api, _INSERT_LOCATIONS_RELEASING, {
+                        "instance_uuids": uuids, "database_name": database, "holder": holder,
+                    })
+            except _LocationsExist:
+                # Already located elsewhere: the rows just written are nobody's; they go.
+                for key in uuids:
+                    with self.repo.connections.connection(database) as conn:
+                        _DELETE_ANY_ROW.exec(conn, {"instance_uuid": key})
+                raise self._already_located(uuids) from None
+        except BaseException:
+            with contextlib.suppress(ReqSpecError):
+                leases.release(claimed, holder)
+            raise
         return stored
+
+    def _already_located(self, uuids: list[str]) -> BatchError:
+        located = self.locations(uuids)
+        return BatchError({k: SpecExistsError(k, loc.database) for k, loc in located.items()})
 
     def location(self, instance_uuid: str | uuid_mod.UUID) -> Location:
         key = normalize_uuid(instance_uuid)
@@ -155,13 +197,18 @@ class SpecStore:
     def destroy(self, instance_uuid: str | uuid_mod.UUID) -> bool:
         """Delete the spec and its location, wherever it lives; False if already gone.
 
-        Takes the instance's lock first, so it waits for a move in progress to finish;
-        copies left by an interrupted move are deleted too."""
+        Claims the instance's lease first, so it waits (up to ``lock_timeout_ms``, then
+        MoveInProgressError) for a move in progress to finish; copies left by an
+        interrupted move are deleted too. One connection at a time."""
         key = normalize_uuid(instance_uuid)
-        with self.repo.unit_of_work(RequestContext(API)) as uow:
-            lock_instance(uow.conn, key)
-            if _GET_LOCATION.one(uow.conn, {"instance_uuid": key}) is None:
-                uow.commit()
+        leases = Leases(self.repo.connections)
+        holder = str(uuid_mod.uuid4())
+        wait_s = self.topology.settings.lock_timeout_ms / 1000
+        if not leases.claim_waiting(key, holder, LeasePurpose.DESTROY, wait_s):
+            raise MoveInProgressError(key)
+        try:
+            if key not in self.locations([key]):
+                leases.release([key], holder)
                 return False
             for name in self.topology.database_names:
                 # Every database, since a move interrupted before its commit point leaves
@@ -170,6 +217,10 @@ class SpecStore:
                 # reports and recover() removes; never an orphan spec.
                 with self.repo.connections.connection(name) as conn:
                     _DELETE_ANY_ROW.exec(conn, {"instance_uuid": key})
-            _DELETE_LOCATION.one(uow.conn, {"instance_uuid": key})
-            uow.commit()
+            with self.repo.connections.connection(API) as api:
+                _DELETE_LOCATION_RELEASING.one(api, {"instance_uuid": key, "holder": holder})
+        except Exception:
+            with contextlib.suppress(ReqSpecError):
+                leases.release([key], holder)
+            raise
         return True

@@ -1,8 +1,11 @@
 """One connection pool per database of the topology, opened lazily, closed by the owner.
 
-Every connection gets statement, lock and idle-in-transaction timeouts (sent in the
-startup packet, so they cost no round trip), so no call waits forever on a hung server.
-Driver errors are translated into the library's typed errors with passwords masked.
+Every connection gets statement, lock and idle-in-transaction timeouts, so no call waits
+forever on a hung server; how depends on the ``pooler`` setting: in the startup packet
+(``none``, no round trip), once per connection (``session``), or in every transaction
+(``transaction``, see :mod:`reqspec_repo._store.roundtrips`, with server-side prepared
+statements off). Each round trip also has a client-side deadline. Driver errors are
+translated into the library's typed errors with passwords masked.
 """
 
 from __future__ import annotations
@@ -10,16 +13,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.abc import PQGen
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._errors import (
+    ConfigError,
+    DatabaseError,
     DatabaseUnavailableError,
     ReadOnlyDatabaseError,
     ReqSpecError,
@@ -29,6 +32,7 @@ from .._errors import (
 from .config import Database, Topology
 from .documents import register_document_types
 from .dsn import mask_text, password_of
+from .queries import query
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -47,9 +51,20 @@ def translate_error(database: Database, exc: BaseException) -> BaseException | N
         return DatabaseUnavailableError(database.name, f"timed out ({first_line(exc)})")
     if isinstance(exc, PoolTimeout):
         return DatabaseUnavailableError(database.name, "no connection could be had in time")
+    secret = password_of(database.dsn)
+    masked = mask_text(first_line(exc), [secret] if secret else []) if isinstance(exc, psycopg.Error) else ""
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        secret = password_of(database.dsn)
-        return DatabaseUnavailableError(database.name, mask_text(first_line(exc), [secret] if secret else []))
+        return DatabaseUnavailableError(database.name, masked)
+    if isinstance(exc, (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)):
+        return DatabaseUnavailableError(database.name, f"transient conflict, retry ({masked})")
+    if isinstance(exc, (pg_errors.DuplicatePreparedStatement, pg_errors.InvalidSqlStatementName)):
+        # A transaction-mode pooler hands each transaction to another server connection.
+        return ConfigError(
+            f"database {database.name!r}: server-side prepared statements got mixed up ({masked}); "
+            'behind a transaction-mode pooler set pooler = "transaction"'
+        )
+    if isinstance(exc, psycopg.Error):  # whatever else the server or the pooler says
+        return DatabaseError(database.name, exc.sqlstate, masked)
     return None
 
 
@@ -66,16 +81,17 @@ def translated_errors(database: Database) -> Iterator[None]:
 
 
 class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
-    """A connection whose every wait for the server is bounded on the client side.
+    """A pooled connection: what its pool's settings say every round trip needs.
 
-    ``statement_timeout`` is enforced by the server, so it cannot fire when the server is
-    hung (stopped, frozen VM, black-holed network while the kernel still ACKs). Each round
-    trip (execute, fetch, commit) therefore gets a client-side deadline, ``deadline_s``;
-    past it the connection is closed and an OperationalError raised (translated to
-    DatabaseUnavailableError). Subclassed per pool by :meth:`Connections.pool`.
+    ``deadline_s`` bounds each round trip of a named query on the client side (the
+    server's ``statement_timeout`` cannot fire when the server is hung);
+    ``transaction_timeouts``, behind a transaction-mode pooler, are re-applied in each
+    transaction (:mod:`reqspec_repo._store.roundtrips`). Subclassed per pool by
+    :meth:`Connections.pool`.
     """
 
     deadline_s: ClassVar[float | None] = None
+    transaction_timeouts: ClassVar[Mapping[str, str] | None] = None
     _one_row_cursor: psycopg.Cursor[tuple[Any, ...]] | None = None
     #: The last connection failure of this pool (None after a success): says *why* no
     #: connection could be had (refused, bad password, unknown host ...).
@@ -103,20 +119,6 @@ class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
             cur = self._one_row_cursor = self.cursor()
         return cur
 
-    def wait(self, gen: PQGen[Any], interval: float = 0.1, timeout: float | None = None) -> Any:
-        deadline = self.deadline_s if timeout is None else timeout
-        started = time.monotonic()
-        try:
-            return super().wait(gen, interval, deadline)
-        except psycopg.OperationalError:
-            if deadline is None or time.monotonic() - started < deadline or self.closed:
-                raise
-            self.pgconn.finish()  # state unknown: never reuse it
-            raise psycopg.OperationalError(
-                f"no answer from the server within {deadline:g} s (client-side deadline); "
-                "connection closed"
-            ) from None
-
 
 class Connections:
     """Owns the pools of one topology. Use as a context manager, or call ``close()``."""
@@ -132,12 +134,44 @@ class Connections:
         return f"Connections(databases={self.topology.database_names!r}, open={sorted(self._pools)!r})"
 
     def connection_options(self) -> str:
+        """The startup packet's ``options`` (pooler ``none`` only: PgBouncer refuses it)."""
         s = self.topology.settings
         return (
             f"-c statement_timeout={s.statement_timeout_ms}"
             f" -c lock_timeout={s.lock_timeout_ms}"
             f" -c idle_in_transaction_session_timeout={s.idle_in_transaction_timeout_ms}"
         )
+
+    def timeouts(self) -> dict[str, str]:
+        """The session timeouts as ``set_config`` parameters."""
+        s = self.topology.settings
+        return {
+            "statement_timeout": str(s.statement_timeout_ms),
+            "lock_timeout": str(s.lock_timeout_ms),
+            "idle_in_transaction_session_timeout": str(s.idle_in_transaction_timeout_ms),
+        }
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """psycopg ``connect()`` arguments for the ``pooler`` setting."""
+        s = self.topology.settings
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": s.connect_timeout_s,
+            "application_name": "reqspec-repo",
+        }
+        if s.pooler == "none":
+            kwargs["options"] = self.connection_options()
+        if s.pooler == "transaction":
+            # Each statement may run on another server connection: a statement prepared
+            # on one is unknown (or, worse, another client's) on the next.
+            kwargs["prepare_threshold"] = None
+        return kwargs
+
+    def _configure(self, conn: GuardedConnection) -> None:
+        register_document_types(conn)
+        if self.topology.settings.pooler == "session":
+            # The session is this client's until it disconnects: set once, here.
+            conn.execute(query("_session", "set_session_timeouts").statement, self.timeouts())
 
     def client_deadline_s(self) -> float | None:
         """Longest wait for one server round trip: the statement timeout plus a grace of
@@ -164,6 +198,8 @@ class Connections:
                     pass
 
                 PoolConnection.deadline_s = self.client_deadline_s()
+                if s.pooler == "transaction":
+                    PoolConnection.transaction_timeouts = self.timeouts()
                 pool = ConnectionPool(
                     database.dsn,
                     min_size=s.pool_min_size,
@@ -172,14 +208,9 @@ class Connections:
                     open=False,
                     name=f"reqspec-{name}",
                     connection_class=PoolConnection,
-                    kwargs={
-                        "autocommit": True,
-                        "connect_timeout": s.connect_timeout_s,
-                        "options": self.connection_options(),
-                        "application_name": "reqspec-repo",
-                    },
+                    kwargs=self.connect_kwargs(),
                     reconnect_timeout=60.0,
-                    configure=register_document_types,
+                    configure=self._configure,
                 )
                 pool.open(wait=False)
                 self._pools[name] = pool
@@ -203,6 +234,8 @@ class Connections:
             last = pool.connection_class.last_connect_error
             secret = password_of(database.dsn)
             why = f" (last attempt: {mask_text(last, [secret] if secret else [])})" if last else ""
+            if last and "unsupported startup parameter" in last:
+                why += '; behind PgBouncer set pooler = "transaction" (or "session")'
             raise DatabaseUnavailableError(database.name, f"no connection could be had in time{why}") from None
         except Exception as exc:
             typed = translate_error(database, exc)

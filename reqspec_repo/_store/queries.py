@@ -29,6 +29,14 @@ import psycopg
 from psycopg.rows import RowFactory, namedtuple_row, tuple_row
 
 from .resources import sql_dir
+from .roundtrips import (
+    apply_timeouts,
+    bounded,
+    bounded_block,
+    execute,
+    in_transaction,
+    timeouts_of,
+)
 
 Cardinality = Literal["one", "many", "scalar", "exec", "copy"]
 Params: TypeAlias = Mapping[str, object] | None
@@ -73,7 +81,7 @@ class Query:
         """The one row of a ``:one`` query, or None."""
         self._expect("one")
         cur = self._cursor(executor, row)
-        cur.execute(self.statement, params)
+        execute(cur, self.statement, params)
         return cur.fetchone()
 
     @overload
@@ -84,7 +92,7 @@ class Query:
         """Every row of a ``:many`` query."""
         self._expect("many")
         cur = self._cursor(executor, row)
-        cur.execute(self.statement, params)
+        execute(cur, self.statement, params)
         return cur.fetchall()
 
     def each(
@@ -100,11 +108,15 @@ class Query:
         with an older libpq, the whole result is fetched first."""
         self._expect("many")
         cur = self._cursor(cur, row)
-        if _CHUNKED_ROWS:
-            yield from cur.stream(self.statement, params, size=chunk)
-        else:
-            cur.execute(self.statement, params)
-            yield from cur.fetchall()
+        conn = cur.connection
+        # One statement: the server's statement_timeout bounds all of it, so one
+        # client-side deadline does too.
+        with in_transaction(conn), bounded_block(conn):
+            if _CHUNKED_ROWS:
+                yield from cur.stream(self.statement, params, size=chunk)
+            else:
+                cur.execute(self.statement, params)
+                yield from cur.fetchall()
 
     def stream(
         self,
@@ -119,15 +131,17 @@ class Query:
         it); one is opened if the connection is in autocommit."""
         self._expect("many")
         with conn.transaction(), conn.cursor(name=f"reqspec_iter_{self.name}", row_factory=row) as cur:
-            cur.itersize = batch
-            cur.execute(self.statement, params)
-            yield from cur
+            if timeouts_of(conn) is not None:
+                bounded(conn, lambda: apply_timeouts(conn))
+            bounded(conn, lambda: cur.execute(self.statement, params))
+            while rows := bounded(conn, lambda: cur.fetchmany(batch)):  # one FETCH each
+                yield from rows
 
     def scalar(self, executor: Executor, params: Params = None) -> Any:
         """The first column of the one row of a ``:scalar`` query (None without a row)."""
         self._expect("scalar")
         cur = self._cursor(executor, tuple_row)
-        cur.execute(self.statement, params)
+        execute(cur, self.statement, params)
         found = cur.fetchone()
         return None if found is None else found[0]
 
@@ -140,16 +154,20 @@ class Query:
         method = {"one": self.one, "many": self.many, "scalar": self.scalar, "exec": self.exec}
         return method[self.cardinality](executor, params)
 
-    def copy(self, cur: psycopg.Cursor[Any]) -> contextlib.AbstractContextManager[psycopg.Copy]:
-        """The COPY of a ``:copy`` query on ``cur``, to use as a context manager."""
+    @contextlib.contextmanager
+    def copy(self, cur: psycopg.Cursor[Any]) -> Iterator[psycopg.Copy]:
+        """The COPY of a ``:copy`` query on ``cur``, to use as a context manager (one
+        statement, under one client-side deadline)."""
         self._expect("copy")
-        return cur.copy(self.statement)
+        conn = cur.connection
+        with in_transaction(conn), bounded_block(conn), cur.copy(self.statement) as copy:
+            yield copy
 
     def exec(self, executor: Executor, params: Params = None) -> int:
         """Run an ``:exec`` query; the number of rows it affected."""
         self._expect("exec")
         cur = self._cursor(executor, tuple_row)
-        cur.execute(self.statement, params)
+        execute(cur, self.statement, params)
         return cur.rowcount
 
 

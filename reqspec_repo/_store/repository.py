@@ -39,6 +39,7 @@ from .context import RequestContext
 from .documents import as_jsonb
 from .pools import Connections, GuardedConnection, translated_errors
 from .queries import query
+from .roundtrips import bounded
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ class UnitOfWork(SpecSession):
         self.committed = False
 
     def commit(self) -> None:
-        self.conn.commit()
+        bounded(self.conn, self.conn.commit)
         self.committed = True
 
     def rollback(self) -> None:

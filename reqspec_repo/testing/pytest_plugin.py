@@ -18,6 +18,10 @@ Fixtures
 ``killable_server`` (function)
     ``killable_server(settings=None) -> LocalServer``: a fresh embedded server of the test's
     own, which it may kill/pause/restart; resumed, stopped and deleted at teardown.
+``pgbouncers`` (session)
+    ``pgbouncers.front(server) -> PgBouncer``: a real PgBouncer (transaction mode) in front of
+    a server (see :mod:`reqspec_repo.testing.pgbouncer`); skipped with the install command
+    when pgbouncer is not installed, and the run's summary says so.
 
 ``fresh_topology`` / ``split_topology`` (function)
     Migrated throwaway topologies on these servers: :mod:`reqspec_repo.testing.topology`.
@@ -56,6 +60,7 @@ from .._embedded.server import (
     drop_database,
     find_bin_dir,
 )
+from . import pgbouncer as _pgbouncer
 
 # The topology fixtures come with this plugin.
 pytest_plugins = ["reqspec_repo.testing.topology"]
@@ -454,7 +459,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _cleanup_all()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> str | list[str]:
     plan = _get_plan()
     if plan.kind is None:
         return (
@@ -462,7 +467,16 @@ def pytest_report_header(config: pytest.Config) -> str:
             "tests using PostgreSQL will stop the run"
         )
     when = "connected to" if plan.kind == "env" else "started"
-    return f"reqspec pg_server: {plan.kind} ({plan.detail}), {when} on first use"
+    return [
+        f"reqspec pg_server: {plan.kind} ({plan.detail}), {when} on first use",
+        _pgbouncer.report_header_line(),
+    ]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    line = _pgbouncer.summary_line()
+    if line:
+        terminalreporter.write_line(line, yellow=True, bold=True)
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -544,3 +558,14 @@ def killable_server() -> Iterator[Callable[..., LocalServer]]:
         with contextlib.suppress(Exception):
             server.resume()
         _destroy_temp_server(server)
+
+
+@pytest.fixture(scope="session")
+def pgbouncers() -> Iterator[_pgbouncer.PgBouncers]:
+    """``pgbouncers.front(server) -> PgBouncer``: PgBouncer in front of a test server."""
+    running = _pgbouncer.PgBouncers()
+    key = _register_cleanup(running.stop_all)
+    try:
+        yield running
+    finally:
+        _run_cleanup(key)

@@ -7,6 +7,11 @@ Loaded with the plugin (``-p reqspec_repo.testing.pytest_plugin``). Fixtures:
     database and cells ``cell1`` and ``cell2`` on ``pg_server``, dropped at teardown.
 ``split_topology`` (function)
     The same with the cells on a second server process (``pg_server_b``), as in production.
+``connection_path`` / ``via`` (session)
+    ``"direct"`` by default. Tests (or modules, ``pytestmark``) marked ``both_paths`` run
+    twice, the second time with every topology above reaching its databases through a real
+    PgBouncer in transaction mode (``pooler = "transaction"``; see
+    :mod:`reqspec_repo.testing.pgbouncer`).
 
 :func:`build_topology` does the same for fixtures of other scopes.
 """
@@ -18,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import attrs
 import pytest
 
 from .._store.config import Settings, Topology
@@ -33,9 +39,12 @@ def build_topology(
     settings: Settings | None = None,
     migrate: bool = True,
     cells: tuple[str, ...] = CELLS,
+    via: Callable[[Any], Any] | None = None,
 ) -> tuple[Topology, Callable[[], None]]:
     """Create an API database and cell databases (on ``cell_server`` when given), migrate
-    them, and return the topology with a function that drops them all."""
+    them, and return the topology with a function that drops them all. With ``via``
+    (server -> its PgBouncer) the topology reaches every database through that PgBouncer,
+    with ``pooler = "transaction"`` (the migrations still go direct)."""
     suffix = uuid.uuid4().hex[:10]
     cell_server = cell_server or api_server
     made: list[tuple[Any, str]] = []
@@ -51,6 +60,11 @@ def build_topology(
     topology = Topology.from_dsns(api_server.dsn(api_name), dsns, settings)
     if migrate:
         migrate_topology(topology)
+    if via is not None:
+        pooled = {cell: via(cell_server).dsn(f"rs_{cell}_{suffix}") for cell in cells}
+        topology = Topology.from_dsns(
+            via(api_server).dsn(api_name), pooled, attrs.evolve(topology.settings, pooler="transaction")
+        )
 
     def drop() -> None:
         for server, name in made:
@@ -61,12 +75,37 @@ def build_topology(
     return topology, drop
 
 
+#: How the library reaches PostgreSQL in tests marked ``both_paths``.
+CONNECTION_PATHS = ("direct", "pgbouncer")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "connection_path" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_paths"):
+        metafunc.parametrize("connection_path", CONNECTION_PATHS, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def connection_path(request: pytest.FixtureRequest) -> str:
+    """``direct``, or ``pgbouncer`` (through a real PgBouncer in transaction mode)."""
+    return str(getattr(request, "param", "direct"))
+
+
+@pytest.fixture(scope="session")
+def via(connection_path: str, pgbouncers: Any) -> Callable[[Any], Any] | None:
+    """For :func:`build_topology`: the PgBouncer in front of a server, or None (direct)."""
+    if connection_path == "direct":
+        return None
+    front: Callable[[Any], Any] = pgbouncers.front
+    return front
+
+
 @pytest.fixture
-def fresh_topology(pg_server: Any) -> Iterator[Callable[..., Topology]]:
+def fresh_topology(pg_server: Any, via: Any) -> Iterator[Callable[..., Topology]]:
     """Factory for an empty, migrated topology owned by one test."""
     drops: list[Callable[[], None]] = []
 
     def factory(**kwargs: Any) -> Topology:
+        kwargs.setdefault("via", via)
         topo, drop = build_topology(pg_server, **kwargs)
         drops.append(drop)
         return topo
@@ -77,8 +116,8 @@ def fresh_topology(pg_server: Any) -> Iterator[Callable[..., Topology]]:
 
 
 @pytest.fixture
-def split_topology(pg_server: Any, pg_server_b: Any) -> Iterator[Topology]:
+def split_topology(pg_server: Any, pg_server_b: Any, via: Any) -> Iterator[Topology]:
     """API database on one server, the cells on another server process (as in production)."""
-    topo, drop = build_topology(pg_server, pg_server_b)
+    topo, drop = build_topology(pg_server, pg_server_b, via=via)
     yield topo
     drop()
