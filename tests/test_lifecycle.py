@@ -16,6 +16,7 @@ import uuid
 import attrs
 import pytest
 from helpers import build_topology, run_sql
+from movecheck import expire_leases
 
 from reqspec_repo._cli.demo import (
     NFV_LARGE,
@@ -439,6 +440,7 @@ def test_a_begun_revert_refuses_a_confirm_and_is_finished_by_running_it_again(li
     life.destination_selected(resize_pinned(life, spec, allow_cross_cell_move=True), cell="cell2")
     with armed("after_claim"), pytest.raises(FailpointHit):  # the revert dies moving back
         life.revert_resize(spec.instance_uuid)
+    expire_leases(store)  # the dead mover's leases run out
     recover(store)
     assert life.in_flight(spec.instance_uuid).reverting
     with pytest.raises(OperationInFlightError, match="being reverted"):
@@ -462,6 +464,7 @@ def test_the_record_moves_with_the_spec_through_an_interrupted_move_and_recover(
     resize = resize_pinned(life, spec, allow_cross_cell_move=True)
     with armed("after_commit"), pytest.raises(FailpointHit):  # the mover dies after the commit point
         life.destination_selected(resize, cell="cell2")
+    expire_leases(store)  # the dead mover's leases run out
     recover(store)
     assert life.where(spec.instance_uuid).database == "cell2"
     assert life.in_flight(spec.instance_uuid) is not None
@@ -511,6 +514,7 @@ def test_resize_process_killed_inside_its_cross_cell_move_is_reverted_by_another
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+    expire_leases(store)  # the killed process's leases run out
     recover(store)
     assert life.where(spec.instance_uuid).database == cell_after_recover
     assert life.in_flight(spec.instance_uuid) is not None
