@@ -23,16 +23,24 @@ from reqspec_repo._spec.model import (
 
 class MFlavor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flavorid: str
-    name: str
+    name: str | None
     memory_mb: int
     vcpus: int
     root_gb: int = 0
     ephemeral_gb: int = 0
     swap: int = 0
-    rxtx_factor: float = 1.0
+    rxtx_factor: float | None = 1.0
     vcpu_weight: int | None = None
     is_public: bool = True
     extra_specs: dict[str, str] = {}
+    id: int | None = None
+    disabled: bool = False
+    projects: tuple[str, ...] = ()
+    description: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+    deleted: bool = False
 
 
 class MImageMeta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -50,6 +58,16 @@ class MImageMeta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     properties: dict[str, Any] = {}
+    visibility: str | None = None
+    protected: bool | None = None
+    tags: tuple[str, ...] | None = None
+    direct_url: str | None = None
+
+
+class MVirtCpuTopology(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    sockets: int | None = 1
+    cores: int | None = 1
+    threads: int | None = 1
 
 
 class MNumaCell(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -59,24 +77,45 @@ class MNumaCell(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pcpuset: frozenset[int] = frozenset()
     pagesize: int | None = None
     cpu_policy: str | None = None
+    cpu_thread_policy: str | None = None
+    cpuset_reserved: frozenset[int] | None = None
+    cpu_topology: MVirtCpuTopology | None = None
+    cpu_pinning_raw: dict[str, int] | None = None
 
 
 class MNumaTopology(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cells: tuple[MNumaCell, ...] = ()
+    emulator_threads_policy: str | None = None
+    id: int | None = None
+    instance_uuid: str | None = None
 
 
 class MPciRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     count: int
-    spec: tuple[dict[str, str], ...] = ()
+    spec: tuple[dict[str, str | None], ...] = ()
     alias_name: str | None = None
     request_id: str | None = None
     numa_policy: str | None = None
+    requester_id: str | None = None
+    is_new: bool = False
+
+
+class MNetworkMetadata(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    physnets: frozenset[str] = frozenset()
+    tunneled: bool = False
+
+
+class MNumaLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    cpu_allocation_ratio: float
+    ram_allocation_ratio: float
+    network_metadata: MNetworkMetadata | None = None
 
 
 class MLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     vcpu: int | None = None
     disk_gb: int | None = None
     memory_mb: int | None = None
+    numa_topology: MNumaLimits | None = None
 
 
 class MInstanceGroupRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -84,12 +123,19 @@ class MInstanceGroupRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     name: str | None = None
     policy: str | None = None
     rules: dict[str, str] = {}
+    id: int | None = None
+    user_id: str | None = None
+    project_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+    deleted: bool = False
 
 
 class MRequestSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     instance_uuid: str
-    project_id: str
-    user_id: str
+    project_id: str | None
+    user_id: str | None
     flavor: MFlavor
     availability_zone: str | None = None
     num_instances: int = 1
@@ -102,8 +148,9 @@ class MRequestSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     instance_group: MInstanceGroupRef | None = None
     scheduler_hints: dict[str, tuple[str, ...]] = {}
     security_groups: tuple[str, ...] = ()
-    is_bfv: bool = False
-    schema_version: int = 2
+    is_bfv: bool | None = False
+    unknown_nova_fields: dict[str, Any] = {}
+    schema_version: int = 3
 
 
 ENCODER = msgspec.json.Encoder()
@@ -124,23 +171,43 @@ def mirror(spec: RequestSpec) -> MRequestSpec:
     return MRequestSpec(
         instance_uuid=spec.instance_uuid, project_id=spec.project_id, user_id=spec.user_id,
         availability_zone=spec.availability_zone, num_instances=spec.num_instances,
-        flavor=MFlavor(**_fields(f, MFlavor.__struct_fields__) | {"extra_specs": dict(f.extra_specs)}),
+        flavor=MFlavor(**_fields(f, MFlavor.__struct_fields__) | {"extra_specs": dict(f.extra_specs)}),  # type: ignore[arg-type]
         image=None if img is None else MImageMeta(
             **_fields(img, MImageMeta.__struct_fields__) | {"properties": dict(img.properties)}
         ),
-        numa_topology=None if numa is None else MNumaTopology(cells=tuple(
-            MNumaCell(**_fields(c, MNumaCell.__struct_fields__)) for c in numa.cells
-        )),
+        numa_topology=None if numa is None else MNumaTopology(
+            cells=tuple(
+                MNumaCell(**_fields(c, MNumaCell.__struct_fields__) | {
+                    "cpu_topology": None if c.cpu_topology is None else MVirtCpuTopology(
+                        **_fields(c.cpu_topology, MVirtCpuTopology.__struct_fields__)
+                    ),
+                    "cpu_pinning_raw": None if c.cpu_pinning_raw is None else dict(c.cpu_pinning_raw),
+                })
+                for c in numa.cells
+            ),
+            emulator_threads_policy=numa.emulator_threads_policy, id=numa.id,
+            instance_uuid=numa.instance_uuid,
+        ),
         pci_requests=tuple(
             MPciRequest(**_fields(p, MPciRequest.__struct_fields__)) for p in spec.pci_requests  # type: ignore[arg-type]
         ),
         force_hosts=spec.force_hosts, force_nodes=spec.force_nodes,
-        limits=MLimits(**_fields(lim, MLimits.__struct_fields__)),
+        limits=MLimits(
+            vcpu=lim.vcpu, disk_gb=lim.disk_gb, memory_mb=lim.memory_mb,
+            numa_topology=None if lim.numa_topology is None else MNumaLimits(
+                cpu_allocation_ratio=lim.numa_topology.cpu_allocation_ratio,
+                ram_allocation_ratio=lim.numa_topology.ram_allocation_ratio,
+                network_metadata=None if lim.numa_topology.network_metadata is None else MNetworkMetadata(
+                    physnets=lim.numa_topology.network_metadata.physnets,
+                    tunneled=lim.numa_topology.network_metadata.tunneled,
+                ),
+            ),
+        ),
         instance_group=None if grp is None else MInstanceGroupRef(
-            uuid=grp.uuid, name=grp.name, policy=grp.policy, rules=dict(grp.rules)
+            **_fields(grp, MInstanceGroupRef.__struct_fields__) | {"rules": dict(grp.rules)}
         ),
         scheduler_hints=dict(spec.scheduler_hints), security_groups=spec.security_groups,
-        is_bfv=spec.is_bfv,
+        is_bfv=spec.is_bfv, unknown_nova_fields=dict(spec.unknown_nova_fields),
     )
 
 
@@ -149,7 +216,7 @@ __all__ = ["DECODER", "ENCODER", "MRequestSpec", "check", "mirror"]
 
 def check(spec: RequestSpec) -> None:
     """Sanity check: msgspec reads a reqspec document without complaint."""
-    from reqspec_repo import codec
+    from reqspec_repo._spec import codec
 
     DECODER.decode(codec.encode(spec))
 

@@ -38,17 +38,31 @@ from ._errors import (
 )
 from ._moving.moves import MoveResult, move_specs
 from ._moving.recovery import Problem, RecoveryReport, VerifyReport, recover, verify
+from ._nova.exporting import export_specs, nova_row
 from ._nova.importing import ImportReport, NovaImportError, RowResult, import_file, import_rows
 from ._nova.lifecycle import (
+    UNSET,
+    ConstraintsRequiredError,
+    CrossCellMoveError,
+    InFlightOperation,
     InstanceGroup,
     Lifecycle,
     LifecycleError,
     MoveFailedError,
+    NoOperationInFlightError,
     Operation,
+    OperationInFlightError,
     PreparedMove,
+    PreparedRebuild,
+    RebuildNumaConflictError,
+    UnhealedFieldError,
 )
 from ._spec.model import (
+    MEMPAGES_ANY,
+    MEMPAGES_LARGE,
+    MEMPAGES_SMALL,
     PER_OPERATION_FIELDS,
+    UNKNOWN,
     Destination,
     Flavor,
     ImageMeta,
@@ -56,6 +70,7 @@ from ._spec.model import (
     Limits,
     NetworkMetadata,
     NumaCell,
+    NumaLimits,
     NumaTopology,
     PciRequest,
     RequestedNetwork,
@@ -63,6 +78,8 @@ from ._spec.model import (
     RequestLevelParams,
     RequestSpec,
     SchedulerRetry,
+    VirtCpuTopology,
+    heal_unknown,
     without_per_operation,
 )
 from ._store.config import API, Database, Settings, Topology, load_topology
@@ -73,10 +90,11 @@ from ._store.repository import RequestSpecRepository, SpecBatch, StoredSpec, Uni
 
 __all__ = [
     # the model (attrs, frozen; no I/O)
-    "PER_OPERATION_FIELDS", "Destination", "Flavor", "ImageMeta", "InstanceGroupRef", "Limits",
-    "NetworkMetadata", "NumaCell", "NumaTopology", "PciRequest", "RequestGroup",
-    "RequestLevelParams", "RequestSpec", "RequestedNetwork", "SchedulerRetry",
-    "without_per_operation",
+    "MEMPAGES_ANY", "MEMPAGES_LARGE", "MEMPAGES_SMALL", "PER_OPERATION_FIELDS", "UNKNOWN",
+    "Destination", "Flavor", "ImageMeta", "InstanceGroupRef", "Limits", "NetworkMetadata",
+    "NumaCell", "NumaLimits", "NumaTopology", "PciRequest", "RequestGroup", "RequestLevelParams",
+    "RequestSpec", "RequestedNetwork", "SchedulerRetry", "VirtCpuTopology",
+    "heal_unknown", "without_per_operation",
     # configuration and request context
     "API", "Database", "RequestContext", "Settings", "Topology", "api_context", "cell_context",
     "load_topology", "migrate_topology", "target_cell",
@@ -84,9 +102,13 @@ __all__ = [
     "Location", "RequestSpecRepository", "SpecBatch", "SpecStore", "StoredSpec", "UnitOfWork",
     # moving between databases
     "MoveResult", "Problem", "RecoveryReport", "VerifyReport", "move_specs", "recover", "verify",
-    # Nova: the lifecycle of an instance, import of Nova's rows
-    "ImportReport", "InstanceGroup", "Lifecycle", "LifecycleError", "MoveFailedError",
-    "NovaImportError", "Operation", "PreparedMove", "RowResult", "import_file", "import_rows",
+    # Nova: the lifecycle of an instance, import of Nova's rows, export back to Nova
+    "ImportReport", "InFlightOperation", "InstanceGroup", "Lifecycle", "LifecycleError",
+    "MoveFailedError", "NovaImportError", "Operation", "PreparedMove", "PreparedRebuild",
+    "RowResult", "UNSET", "export_specs", "import_file", "import_rows", "nova_row",
+    # lifecycle errors (LifecycleError subclasses)
+    "ConstraintsRequiredError", "CrossCellMoveError", "NoOperationInFlightError",
+    "OperationInFlightError", "RebuildNumaConflictError", "UnhealedFieldError",
     # typed errors
     "BatchError", "ConfigError", "ConflictError", "DatabaseError", "DatabaseUnavailableError",
     "DocumentTooLargeError", "LeaseExpiredError", "LocationNotFoundError", "MoveError", "MoveInProgressError",

@@ -85,18 +85,19 @@ LIMIT %(limit)s;
 UPDATE request_specs
 SET move_state = 'outgoing', move_id = %(move_id)s, updated_at = now()
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_state = 'live'
-RETURNING instance_uuid, spec, schema_version, version;
+RETURNING instance_uuid, spec, schema_version, version, operation;
 
 -- name: upsert_incoming :many
 -- Step 2 (copy): hidden rows in the target. Re-running it overwrites only this kind of
--- row, never a live one; returns the uuids copied. Arrays go in binary format.
-INSERT INTO request_specs (instance_uuid, spec, schema_version, version, move_state, move_id)
-SELECT u, s, sv, v, 'incoming', %(move_id)s
+-- row, never a live one; returns the uuids copied. Arrays go in binary format. The
+-- operation in flight (NULL for most rows) travels with the spec.
+INSERT INTO request_specs (instance_uuid, spec, schema_version, version, operation, move_state, move_id)
+SELECT u, s, sv, v, op, 'incoming', %(move_id)s
 FROM unnest(%(instance_uuids)b::uuid[], %(specs)b::jsonb[], %(schema_versions)b::int[],
-            %(versions)b::bigint[]) AS t (u, s, sv, v)
+            %(versions)b::bigint[], %(operations)b::jsonb[]) AS t (u, s, sv, v, op)
 ON CONFLICT (instance_uuid) DO UPDATE
 SET spec = EXCLUDED.spec, schema_version = EXCLUDED.schema_version, version = EXCLUDED.version,
-    move_id = EXCLUDED.move_id, updated_at = now()
+    operation = EXCLUDED.operation, move_id = EXCLUDED.move_id, updated_at = now()
 WHERE request_specs.move_state = 'incoming'
 RETURNING instance_uuid;
 
@@ -133,6 +134,29 @@ SELECT spec, version
 FROM request_specs
 WHERE instance_uuid = %(instance_uuid)s
   AND (move_state <> 'incoming' OR move_id = %(committed_move_id)s);
+
+-- ---- the operation in flight (see docs/lifecycle.md) ---------------------------------
+
+-- name: get_committed_with_operation :one
+-- Like get_committed_by_instance_uuid, with the operation in flight (or NULL).
+SELECT spec, version, operation
+FROM request_specs
+WHERE instance_uuid = %(instance_uuid)s
+  AND (move_state <> 'incoming' OR move_id = %(committed_move_id)s);
+
+-- name: update_spec_and_operation_if_version :one
+-- Compare-and-swap of the spec and its operation in flight together: the step that
+-- starts an operation, and the confirm or revert that ends it (operation NULL).
+UPDATE request_specs
+SET spec = %(spec)s,
+    schema_version = %(schema_version)s,
+    operation = %(operation)s,
+    version = version + 1,
+    updated_at = now()
+WHERE instance_uuid = %(instance_uuid)s
+  AND version = %(expected_version)s
+  AND move_state = 'live'
+RETURNING version;
 
 -- name: get_row_states :many
 -- recover()/verify(): every row of these instances, any state.

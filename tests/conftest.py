@@ -12,9 +12,15 @@ from typing import Any
 
 import pytest
 from helpers import build_topology
+from hypothesis import settings
 
 from reqspec_repo import RequestSpecRepository, SpecStore, Topology
 from reqspec_repo.testing.pytest_plugin import ServerHandle
+
+# The CPU is shared and its speed varies: no per-example deadline for property tests (a
+# timed assertion in disguise). Each test's @settings only sets what it needs beyond this.
+settings.register_profile("reqspec", deadline=None)
+settings.load_profile("reqspec")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from reqspec_repo._spec.model import (
     INT_MAX,
     INT_MIN,
+    MEMPAGES_ANY,
+    MEMPAGES_LARGE,
+    MEMPAGES_SMALL,
     Destination,
     Flavor,
     ImageMeta,
@@ -21,6 +24,7 @@ from reqspec_repo._spec.model import (
     Limits,
     NetworkMetadata,
     NumaCell,
+    NumaLimits,
     NumaTopology,
     PciRequest,
     RequestedNetwork,
@@ -28,6 +32,7 @@ from reqspec_repo._spec.model import (
     RequestLevelParams,
     RequestSpec,
     SchedulerRetry,
+    VirtCpuTopology,
 )
 
 __all__ = [
@@ -92,16 +97,24 @@ def flavors() -> st.SearchStrategy[Flavor]:
     return st.builds(
         Flavor,
         flavorid=names(),
-        name=texts(),
+        name=_opt(texts()),
         memory_mb=_sizes(1),
         vcpus=st.integers(1, 1024),
         root_gb=_sizes(),
         ephemeral_gb=_sizes(),
         swap=_sizes(),
-        rxtx_factor=st.floats(0, 1e6, allow_nan=False) | st.integers(0, 100),
+        rxtx_factor=_opt(st.floats(0, 1e6, allow_nan=False) | st.integers(0, 100)),
         vcpu_weight=_opt(st.integers(0, 1 << 16)),
         is_public=st.booleans(),
         extra_specs=_str_maps,
+        id=_opt(st.integers(0, 1 << 31)),
+        disabled=st.booleans(),
+        projects=st.lists(names(), max_size=2).map(tuple),
+        description=_opt(texts()),
+        created_at=_opt(_datetimes),
+        updated_at=_opt(_datetimes),
+        deleted_at=_opt(_datetimes),
+        deleted=st.booleans(),
     )
 
 
@@ -122,6 +135,10 @@ def images() -> st.SearchStrategy[ImageMeta]:
         created_at=_opt(_datetimes),
         updated_at=_opt(_datetimes),
         properties=st.dictionaries(names(), json_values(), max_size=5),
+        visibility=_opt(st.sampled_from(["public", "private", "shared", "community"])),
+        protected=_opt(st.booleans()),
+        tags=_opt(st.lists(names(), max_size=2).map(tuple)),
+        direct_url=_opt(texts()),
     )
 
 
@@ -136,23 +153,44 @@ numa_topologies = st.builds(
             cpuset=_cpusets,
             pcpuset=_cpusets,
             memory=_sizes(),
-            pagesize=_opt(st.sampled_from([4, 2048, 1048576])),
+            pagesize=_opt(st.sampled_from([MEMPAGES_SMALL, MEMPAGES_LARGE, MEMPAGES_ANY, 4, 2048, 1048576])),
             cpu_policy=_opt(st.sampled_from(["shared", "dedicated", "mixed"])),
+            cpu_thread_policy=_opt(st.sampled_from(["prefer", "isolate", "require"])),
+            cpuset_reserved=_opt(_cpusets),
+            cpu_topology=_opt(st.builds(
+                VirtCpuTopology, sockets=_opt(st.integers(1, 8)), cores=_opt(st.integers(1, 8)),
+                threads=_opt(st.integers(1, 2)),
+            )),
+            cpu_pinning_raw=_opt(st.dictionaries(st.integers(0, 64).map(str), st.integers(0, 1023), max_size=3)),
         ),
         max_size=3,
     ).map(tuple),
+    emulator_threads_policy=_opt(st.sampled_from(["share", "isolate"])),
+    id=_opt(st.integers(0, 1 << 31)),
+    instance_uuid=_opt(instance_uuids()),
 )
 
 pci_requests = st.builds(
     PciRequest,
     count=st.integers(1, 8),
-    spec=st.lists(_str_maps, max_size=2).map(tuple),
+    spec=st.lists(st.dictionaries(names(), _opt(texts()), max_size=4), max_size=2).map(tuple),
     alias_name=_opt(names()),
     request_id=_opt(st.uuids()),
-    numa_policy=_opt(st.sampled_from(["legacy", "preferred", "required"])),
+    numa_policy=_opt(st.sampled_from(["legacy", "preferred", "required", "socket"])),
+    requester_id=_opt(st.uuids().map(str)),
+    is_new=st.booleans(),
 )
 
-limits = st.builds(Limits, vcpu=_opt(_sizes()), disk_gb=_opt(_sizes()), memory_mb=_opt(_sizes()))
+_network_metadata = st.builds(NetworkMetadata, physnets=st.frozensets(names(), max_size=3), tunneled=st.booleans())
+
+limits = st.builds(
+    Limits, vcpu=_opt(_sizes()), disk_gb=_opt(_sizes()), memory_mb=_opt(_sizes()),
+    numa_topology=_opt(st.builds(
+        NumaLimits, cpu_allocation_ratio=st.floats(0, 64, allow_nan=False),
+        ram_allocation_ratio=st.floats(0, 64, allow_nan=False) | st.integers(0, 4),
+        network_metadata=_opt(_network_metadata),
+    )),
+)
 
 instance_groups = st.builds(
     InstanceGroupRef.from_group,
@@ -162,6 +200,11 @@ instance_groups = st.builds(
     rules=_str_maps,
     members=st.lists(instance_uuids(), max_size=2),
     hosts=st.lists(names(), max_size=2),
+)
+instance_groups = instance_groups | st.builds(
+    InstanceGroupRef, uuid=instance_uuids(), name=_opt(names()), policy=_opt(names()), rules=_str_maps,
+    id=_opt(st.integers(0, 1 << 31)), user_id=_opt(names()), project_id=_opt(names()),
+    created_at=_opt(_datetimes), updated_at=_opt(_datetimes), deleted_at=_opt(_datetimes), deleted=st.booleans(),
 )
 
 _str_tuples = st.lists(names(), max_size=3).map(tuple)
@@ -178,7 +221,8 @@ per_operation_values: dict[str, st.SearchStrategy[Any]] = {
     "ignore_hosts": _str_tuples,
     "requested_destination": _opt(
         st.builds(
-            Destination, host=_opt(names()), node=_opt(names()), cell=_opt(names()), aggregates=_str_tuples
+            Destination, host=_opt(names()), node=_opt(names()), cell=_opt(names()), aggregates=_str_tuples,
+            allow_cross_cell_move=st.booleans(), forbidden_aggregates=_frozen_strs,
         )
     ),
     "requested_resources": st.lists(
@@ -193,7 +237,7 @@ per_operation_values: dict[str, st.SearchStrategy[Any]] = {
         ),
         max_size=2,
     ).map(tuple),
-    "network_metadata": _opt(st.builds(NetworkMetadata, physnets=_str_tuples, tunneled=st.booleans())),
+    "network_metadata": _opt(_network_metadata),
     "requested_networks": st.lists(
         st.builds(
             RequestedNetwork,
@@ -229,8 +273,8 @@ def request_specs(
     return st.builds(
         RequestSpec,
         instance_uuid=instance_uuid if instance_uuid is not None else instance_uuids(),
-        project_id=names(),
-        user_id=names(),
+        project_id=_opt(names()),
+        user_id=_opt(names()),
         availability_zone=_opt(names()),
         num_instances=st.integers(1, 100),
         flavor=flavors(),
@@ -243,7 +287,11 @@ def request_specs(
         instance_group=_opt(instance_groups),
         scheduler_hints=st.dictionaries(names(), _str_tuples, max_size=3),
         security_groups=_str_tuples,
-        is_bfv=st.booleans(),
+        is_bfv=_opt(st.booleans()),
+        unknown_nova_fields=st.dictionaries(
+            st.sampled_from(["", "flavor", "numa_topology.cells[0]"]),
+            st.dictionaries(names(), json_values(), min_size=1, max_size=2), max_size=2,
+        ),
         **extra,
     )
 

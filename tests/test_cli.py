@@ -206,10 +206,17 @@ def test_demo_walks_every_step_and_leaves_a_consistent_topology(fresh_topology):
     lines: list[str] = []
     run_demo(cli_topology, out=lines.append)
     text = "\n".join(lines)
-    for step in ("== migrate", "1. boot", "2. scheduled", "3. resize", "confirm:", "4. resize", "revert:",
-                 "5. a later live migration", "destination compute-9", "6. delete", "== verify: consistent"):
+    for step in ("== migrate", "1. boot", "2. scheduled", "3. resize", "confirm:", "4. a pinned", "revert:",
+                 "5. the same resize started by another process", "killed (exit -9)",
+                 "revert by a second process: back in cell1", "6. a live migration", "destination compute-9",
+                 "is refused, nothing moved", "7. delete", "== verify: consistent"):
         assert step in text, step
-    assert "scheduler sees: resize: flavor m1.large, num_instances 1" in text
+    assert "scheduler sees: resize: flavor m1.large, numa none, pci none, num_instances 1" in text
+    # the pinned guest's NUMA and PCI constraints follow the new flavor, then come back
+    assert ("stored in cell2: flavor nfv.large, numa [0: pcpus 0,1,2,3 (isolate), 4096 MB, pages 1048576 KiB] "
+            "[1: pcpus 4,5,6,7 (isolate), 4096 MB, pages 1048576 KiB] emulator threads isolate") in text
+    assert "pci alias qat x2, port x1" in text and "pci alias qat x1, port x1" in text
+    assert text.count("stored in cell1: flavor nfv.medium, numa [0: pcpus 0,1,2,3 (isolate), 4096 MB, pages 2048 KiB]") == 2
     assert "in cell2" in text and "deleted (no location, no spec)" in text
     with RequestSpecRepository.from_topology(cli_topology) as repo:
         report = verify(SpecStore(repo))

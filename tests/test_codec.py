@@ -77,7 +77,7 @@ def test_encoding_is_deterministic(spec: RequestSpec) -> None:
 
 def test_document_format() -> None:
     doc = doc_of(sample())
-    assert doc["schema_version"] == codec.SCHEMA_VERSION == 2
+    assert doc["schema_version"] == codec.SCHEMA_VERSION == 3
     assert set(doc) == set(durable_fields()) | {"schema_version"}
     assert doc["flavor"]["vcpus"] == 2
     assert doc["numa_topology"]["cells"][0]["cpuset"] == [1, 3]
@@ -89,6 +89,8 @@ def test_document_format() -> None:
             "alias_name": None,
             "request_id": None,
             "numa_policy": None,
+            "requester_id": None,
+            "is_new": False,
         }
     ]
     assert codec.to_document(sample()) == doc
@@ -134,6 +136,33 @@ def test_v1_document_upgrades() -> None:
     assert spec.scheduler_hints == {"group": ("g1",), "same_host": ("a", "b")}
     assert spec.is_bfv is False
     assert spec == sample(scheduler_hints={"group": ("g1",), "same_host": ("a", "b")})
+
+
+# The keys a version-2 document had (before the lossless Nova model).
+_V2_KEYS = {
+    "": {"instance_uuid", "project_id", "user_id", "availability_zone", "num_instances", "flavor", "image",
+         "numa_topology", "pci_requests", "force_hosts", "force_nodes", "limits", "instance_group",
+         "scheduler_hints", "security_groups", "is_bfv"},
+    "flavor": {"flavorid", "name", "memory_mb", "vcpus", "root_gb", "ephemeral_gb", "swap", "rxtx_factor",
+               "vcpu_weight", "is_public", "extra_specs"},
+    "cell": {"id", "cpuset", "pcpuset", "memory", "pagesize", "cpu_policy"},
+    "pci": {"count", "spec", "alias_name", "request_id", "numa_policy"},
+    "limits": {"vcpu", "disk_gb", "memory_mb"},
+}
+
+
+def test_v2_document_upgrades_with_defaults_and_unknown_user() -> None:
+    doc = doc_of(sample(user_id=""))
+    doc = {k: v for k, v in doc.items() if k in _V2_KEYS[""]}
+    doc["schema_version"] = 2
+    doc["flavor"] = {k: v for k, v in doc["flavor"].items() if k in _V2_KEYS["flavor"]}
+    doc["numa_topology"] = {"cells": [{k: v for k, v in c.items() if k in _V2_KEYS["cell"]}
+                                      for c in doc["numa_topology"]["cells"]]}
+    doc["pci_requests"] = [{k: v for k, v in r.items() if k in _V2_KEYS["pci"]} for r in doc["pci_requests"]]
+    doc["limits"] = {k: v for k, v in doc["limits"].items() if k in _V2_KEYS["limits"]}
+    spec = codec.decode(orjson.dumps(doc))
+    assert spec.user_id is None  # version 2 imports stored "" for "not known"
+    assert spec == sample(user_id=None)
 
 
 def test_v1_with_bad_hint_reports_path() -> None:

@@ -123,7 +123,10 @@ def test_instance_group_is_stored_as_a_reference_without_members(repo, topology)
     spec = attrs.evolve(sample_spec(), instance_group=group)
     repo.create(api_context(), spec)
     doc = stored_doc(topology, API, spec.instance_uuid)
-    assert set(doc["instance_group"]) == {"uuid", "name", "policy", "rules"}
+    assert set(doc["instance_group"]) == {
+        "uuid", "name", "policy", "rules",  # and the group's own record, as Nova keeps it:
+        "id", "user_id", "project_id", "created_at", "updated_at", "deleted_at", "deleted",
+    }
     assert "members" not in orjson.dumps(doc).decode() and "h1" not in orjson.dumps(doc).decode()
 
 
@@ -296,6 +299,27 @@ def test_older_schema_document_loads_through_the_upgrade_step(repo, topology):
     plant(topology, API, spec.instance_uuid, orjson.dumps(doc), schema_version=1)
     loaded = repo.get(api_context(), spec.instance_uuid)
     assert loaded.spec == spec
+
+
+def test_stored_v2_row_loads_as_v3_with_unknown_user_and_is_rewritten_as_v3_on_save(repo, topology):
+    spec = attrs.evolve(sample_spec(), user_id="")
+    doc = orjson.loads(codec.encode(spec))
+    # a version-2 document: none of the keys added for Nova fidelity
+    v2_top = {"instance_uuid", "project_id", "user_id", "availability_zone", "num_instances", "flavor", "image",
+              "numa_topology", "pci_requests", "force_hosts", "force_nodes", "limits", "instance_group",
+              "scheduler_hints", "security_groups", "is_bfv"}
+    doc = {k: v for k, v in doc.items() if k in v2_top} | {"schema_version": 2}
+    for key in ("id", "disabled", "projects", "description", "created_at", "updated_at", "deleted_at", "deleted"):
+        doc["flavor"].pop(key)
+    plant(topology, API, spec.instance_uuid, orjson.dumps(doc), schema_version=2)
+    loaded = repo.get(api_context(), spec.instance_uuid)
+    assert loaded.spec == attrs.evolve(spec, user_id=None)
+    repo.save(api_context(), loaded.spec, expected_version=loaded.version)
+    ((version, stored_version),) = run_sql(
+        topology, API, "SELECT schema_version, (spec->>'schema_version')::int FROM request_specs WHERE instance_uuid = %s",
+        [spec.instance_uuid],
+    )
+    assert version == stored_version == codec.SCHEMA_VERSION == 3
 
 
 def test_batch_read_and_iteration_report_a_corrupt_row_and_return_the_others(fresh_topology):

@@ -210,6 +210,8 @@ def cmd_import_nova(args: argparse.Namespace, topology: Topology) -> int:
         for r in report.rows:
             if r.status in ("rejected", "skipped"):
                 print(f"line {r.line:<5} {r.instance_uuid or '-':<36}  {r.status}: {r.reason}")
+            for change in r.changes:  # every repair, drop or kept field, named
+                print(f"line {r.line:<5} {r.instance_uuid or '-':<36}  {change}")
         verb = "would import" if args.dry_run else "imported"
         print(
             f"{verb} {report.imported} spec(s) into {report.database!r}, "
@@ -217,6 +219,22 @@ def cmd_import_nova(args: argparse.Namespace, topology: Topology) -> int:
             + (" (dry run: nothing written)" if args.dry_run else "")
         )
     return EXIT_OK if report.ok else EXIT_PROBLEM
+
+
+def cmd_export_nova(args: argparse.Namespace, topology: Topology) -> int:
+    import json
+
+    from .._nova.exporting import export_specs
+
+    if args.database is not None:
+        topology.database(args.database)  # unknown cell: a usage error before any output
+    count = 0
+    with _store(topology) as store:
+        for row in export_specs(store, args.instance_uuids or None, database=args.database):
+            sys.stdout.write(json.dumps(row) + "\n")
+            count += 1
+    print(f"exported {count} spec(s) as Nova request_specs rows", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace, topology: Topology) -> int:
@@ -418,6 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="check and report only; write nothing")
     p.add_argument("--format", choices=["jsonl", "csv"],
                    help="input format (default: csv for a .csv file, otherwise jsonl)")
+
+    p = add(
+        "export-nova", cmd_export_nova,
+        "write stored specs as rows of Nova's request_specs table (JSON lines "
+        "{instance_uuid, spec}) that Nova 34 loads; the given instances, else every spec "
+        "of --database, else of every database",
+        "reqspec export-nova > request_specs.jsonl\n"
+        "  reqspec export-nova --database cell1 UUID [UUID ...]",
+    )
+    p.add_argument("instance_uuids", nargs="*", metavar="UUID")
+    p.add_argument("--database", help="read this database ('api' or a cell name) only")
 
     add(
         "demo", cmd_demo,

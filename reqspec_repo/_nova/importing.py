@@ -9,18 +9,26 @@ envelopes ``{"nova_object.name", "nova_object.namespace", "nova_object.version",
 InstancePCIRequests with InstancePCIRequest, SchedulerLimits, InstanceGroup,
 SecurityGroupList with SecurityGroup...).
 
-Mapping to :class:`~reqspec_repo.RequestSpec`:
+Every field Nova 34 persists has a home in :class:`~reqspec_repo.RequestSpec` (see the
+field table in docs/devref.md), and each row is loaded as Nova 34's
+``RequestSpec._from_db_object`` loads it. Each change is named in the row's report
+(``RowResult.changes``):
 
-* the durable fields map one to one; Nova fields the model does not keep are dropped
-  (flavor ``id``/``disabled``/``projects``/timestamps, image ``visibility``/``tags``/...,
-  NUMA ``cpu_thread_policy``/``cpuset_reserved``, PCI ``is_new``/``requester_id``,
-  the NUMA part of the limits, security groups other than their names);
-* the per-operation fields (``retry``, ``ignore_hosts``, ``requested_destination``,
-  ``requested_resources``, ``network_metadata``, ``request_level_params``,
-  ``requested_networks``) are dropped on the way in, as are the group's ``members`` and
-  ``hosts``: older Nova releases stored some of them;
-* the group ``policy`` of InstanceGroup < 1.11 comes from its ``policies`` list; a
-  RequestSpec < 1.9 has no ``user_id`` and gets ``""``.
+* the row's ``instance_uuid`` column wins over the one inside the spec, and the spec's
+  ``id`` (Nova's row id) is dropped;
+* a pinned cell stored before InstanceNUMACell 1.5 gets its dedicated CPUs moved from
+  ``cpuset`` to ``pcpuset`` (Nova's ``_migrate_legacy_dedicated_instance_cpuset``,
+  LP #1952941);
+* a group without uuid takes it from the ``group`` scheduler hint (LP #1830747); without
+  the hint the row is rejected;
+* per-operation fields stored by older releases (``retry``, ``ignore_hosts``,
+  ``requested_destination``...) and ``_nova*`` internal hints (``_nova_check_type``) are
+  dropped, as are a group's ``members`` and ``hosts``;
+* a null or missing ``project_id``/``user_id`` (RequestSpec < 1.9) or ``is_bfv`` (< 1.11)
+  stays None, "unknown", until healed from the instance;
+* fields of a newer object minor version are kept verbatim in ``unknown_nova_fields`` and
+  written back on export;
+* the group ``policy`` of InstanceGroup < 1.11 comes from its ``policies`` list.
 
 Only major version 1 of each object is understood; another major version (e.g.
 RequestSpec 2.0) rejects the row. Every row is judged on its own: malformed or unknown
@@ -50,10 +58,13 @@ from .._spec.model import (
     ImageMeta,
     InstanceGroupRef,
     Limits,
+    NetworkMetadata,
     NumaCell,
+    NumaLimits,
     NumaTopology,
     PciRequest,
     RequestSpec,
+    VirtCpuTopology,
     canonical_uuid,
 )
 from .._store.config import API
@@ -102,10 +113,19 @@ class RawRow:
 
 @attrs.frozen
 class RowResult:
+    """The outcome of one row; ``changes`` names every repair, drop or kept unknown field
+    (empty when the row was taken exactly as Nova stored it)."""
+
     line: int
     instance_uuid: str | None
     status: Status
     reason: str | None = None
+    changes: tuple[str, ...] = ()
+
+    @property
+    def kept_unknown_fields(self) -> bool:
+        """The row carried fields of a Nova newer than 34 (kept verbatim)."""
+        return any(c.startswith("kept ") for c in self.changes)
 
 
 @attrs.frozen
@@ -141,7 +161,9 @@ class ImportReport:
             "imported": self.imported,
             "skipped": self.skipped,
             "rejected": self.rejected,
-            "rows": [attrs.asdict(r) for r in self.rows],
+            "changed": sum(1 for r in self.rows if r.changes),
+            "with_unknown_fields": [r.instance_uuid for r in self.rows if r.kept_unknown_fields],
+            "rows": [{**attrs.asdict(r), "changes": list(r.changes)} for r in self.rows],
         }
 
 
@@ -218,19 +240,6 @@ def _unwrap(obj: object, names: tuple[str, ...], path: str) -> dict[str, Any]:
     return data
 
 
-def _wrapped_items(
-    obj: object, list_name: str, path: str, key: str, item_name: str, item_path: str
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The items of a Nova list object (``list_name`` envelope, array under ``key``),
-    each unwrapped from its ``item_name`` envelope, with the path to name in errors."""
-    raw_items = _unwrap(obj, (list_name,), path).get(key) or []
-    if type(raw_items) is not list:
-        raise RowProblem(f"{path}.{key}", "expected an array")
-    for i, raw in enumerate(raw_items):
-        p = f"{item_path}[{i}]"
-        yield p, _unwrap(raw, (item_name,), p)
-
-
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -262,9 +271,13 @@ def _bool(data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
     return value
 
 
-def _float(data: Mapping[str, Any], key: str, path: str, default: float) -> float:
+def _float(data: Mapping[str, Any], key: str, path: str, default: float | None, *, nullable: bool = False) -> Any:
     value = data.get(key, default)
     if value is None:
+        if nullable:
+            return None
+        if default is None:
+            raise RowProblem(_join(path, key), "expected a number, got null")
         return default
     if type(value) not in (int, float):
         raise RowProblem(_join(path, key), f"expected a number, got {_tname(value)}")
@@ -313,43 +326,147 @@ def _datetime(data: Mapping[str, Any], key: str, path: str) -> datetime | None:
 
 
 def _optional_object(data: Mapping[str, Any], key: str) -> object:
-    value = data.get(key)
-    return None if value is None else value
+    return data.get(key)
+
+
+# --- what Nova 34 persists ----------------------------------------------------------------
+
+#: The fields of each object as Nova 34.0.0 defines them. A field not listed here comes
+#: from a newer Nova (a newer minor version): it is kept verbatim in
+#: ``RequestSpec.unknown_nova_fields`` and written back on export.
+NOVA_FIELDS: Final[dict[str, frozenset[str]]] = {
+    "RequestSpec": frozenset({
+        "id", "image", "numa_topology", "pci_requests", "project_id", "user_id",
+        "availability_zone", "flavor", "num_instances", "ignore_hosts", "force_hosts",
+        "force_nodes", "requested_destination", "retry", "limits", "instance_group",
+        "scheduler_hints", "instance_uuid", "security_groups", "network_metadata", "is_bfv",
+        "requested_resources", "request_level_params", "requested_networks",
+    }),
+    "Flavor": frozenset({
+        "id", "name", "memory_mb", "vcpus", "root_gb", "ephemeral_gb", "flavorid", "swap",
+        "rxtx_factor", "vcpu_weight", "disabled", "is_public", "extra_specs", "projects",
+        "description", "created_at", "updated_at", "deleted_at", "deleted",
+    }),
+    "ImageMeta": frozenset({
+        "id", "name", "status", "visibility", "protected", "checksum", "owner", "size",
+        "virtual_size", "container_format", "disk_format", "created_at", "updated_at", "tags",
+        "direct_url", "min_ram", "min_disk", "properties",
+    }),
+    "InstanceNUMATopology": frozenset({"id", "instance_uuid", "cells", "emulator_threads_policy"}),
+    "InstanceNUMACell": frozenset({
+        "id", "cpuset", "pcpuset", "cpuset_reserved", "memory", "pagesize", "cpu_topology",
+        "cpu_pinning_raw", "cpu_policy", "cpu_thread_policy",
+    }),
+    "VirtCPUTopology": frozenset({"sockets", "cores", "threads"}),
+    "InstancePCIRequests": frozenset({"instance_uuid", "requests"}),
+    "InstancePCIRequest": frozenset({
+        "count", "spec", "alias_name", "is_new", "request_id", "requester_id", "numa_policy",
+    }),
+    "SchedulerLimits": frozenset({"numa_topology", "vcpu", "disk_gb", "memory_mb"}),
+    "NUMATopologyLimits": frozenset({"cpu_allocation_ratio", "ram_allocation_ratio", "network_metadata"}),
+    "NetworkMetadata": frozenset({"physnets", "tunneled"}),
+    "InstanceGroup": frozenset({
+        "id", "user_id", "project_id", "uuid", "name", "policies", "members", "hosts",
+        "policy", "_rules", "created_at", "updated_at", "deleted_at", "deleted",
+    }),
+    "SecurityGroupList": frozenset({"objects"}),
+    "SecurityGroup": frozenset({
+        "id", "name", "description", "user_id", "project_id", "uuid", "created_at",
+        "updated_at", "deleted_at", "deleted",
+    }),
+}
+
+#: RequestSpec fields that hold one operation's data; Nova 34 never stores them (older
+#: releases did), nor do we.
+PER_OPERATION: Final = (
+    "retry", "ignore_hosts", "requested_destination", "requested_resources",
+    "network_metadata", "request_level_params", "requested_networks",
+)
+
+_DEDICATED: Final = "dedicated"
+
+
+class Notes:
+    """What the import changed in one row, each named (``drop``/``repair``/``keep``)."""
+
+    def __init__(self) -> None:
+        self.changes: list[str] = []
+        self.unknown: dict[str, dict[str, Any]] = {}
+
+    def drop(self, path: str, why: str) -> None:
+        self.changes.append(f"dropped {path}: {why}")
+
+    def repair(self, path: str, what: str) -> None:
+        self.changes.append(f"repaired {path}: {what}")
+
+    def note(self, path: str, what: str) -> None:
+        self.changes.append(f"{path}: {what}")
+
+    def data(self, obj: object, name: str, path: str) -> dict[str, Any]:
+        """Unwrap ``obj`` (a ``name`` envelope) and keep its unknown fields verbatim."""
+        d = _unwrap(obj, (name,), path)
+        extra = {k: v for k, v in d.items() if k not in NOVA_FIELDS[name]}
+        if extra:
+            self.unknown[path] = extra
+            version = obj.get("nova_object.version") if isinstance(obj, dict) else None
+            self.changes.append(
+                f"kept {', '.join(sorted(extra))} of {name} {version} at {path or 'the spec'} "
+                "verbatim (newer than Nova 34; written back on export)"
+            )
+        return d
+
+
+def _version(obj: object) -> tuple[int, int]:
+    version = obj.get("nova_object.version") if isinstance(obj, dict) else None
+    match = _VERSION.match(version) if isinstance(version, str) else None
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 # --- object by object -------------------------------------------------------------------
 
 
-def _flavor(obj: object) -> Flavor:
+def _flavor(obj: object, notes: Notes) -> Flavor:
     p = "flavor"
-    d = _unwrap(obj, ("Flavor",), p)
+    d = notes.data(obj, "Flavor", p)
     return Flavor(
         flavorid=_str(d, "flavorid", p),
-        name=_str(d, "name", p),
+        name=_str(d, "name", p, optional=True),
         memory_mb=_int(d, "memory_mb", p),
         vcpus=_int(d, "vcpus", p),
         root_gb=_int(d, "root_gb", p, default=0),
         ephemeral_gb=_int(d, "ephemeral_gb", p, default=0),
         swap=_int(d, "swap", p, default=0),
-        rxtx_factor=_float(d, "rxtx_factor", p, 1.0),
+        rxtx_factor=_float(d, "rxtx_factor", p, 1.0, nullable=True),
         vcpu_weight=_int(d, "vcpu_weight", p, optional=True),
         is_public=_bool(d, "is_public", p, True),
         extra_specs=_str_map(d.get("extra_specs"), "flavor.extra_specs"),
+        id=_int(d, "id", p, optional=True),
+        disabled=_bool(d, "disabled", p, False),
+        projects=_str_list(d, "projects", p),
+        description=_str(d, "description", p, optional=True),
+        created_at=_datetime(d, "created_at", p),
+        updated_at=_datetime(d, "updated_at", p),
+        deleted_at=_datetime(d, "deleted_at", p),
+        deleted=_bool(d, "deleted", p, False),
     )
 
 
-def _image(obj: object) -> ImageMeta | None:
+def _image(obj: object, notes: Notes) -> ImageMeta | None:
     if obj is None:
         return None
     p = "image"
-    d = _unwrap(obj, ("ImageMeta",), p)
+    d = notes.data(obj, "ImageMeta", p)
     props_obj = d.get("properties")
     properties: dict[str, Any] = {}
     if props_obj is not None:
+        # ImageMetaProps is an open set of image properties: every field is kept as is.
         properties = dict(_unwrap(props_obj, ("ImageMetaProps",), "image.properties"))
     image_id = d.get("id")
     if image_id is not None and type(image_id) is not str:
         raise RowProblem("image.id", f"expected a uuid string, got {_tname(image_id)}")
+    protected = d.get("protected")
+    if protected is not None and type(protected) is not bool:
+        raise RowProblem("image.protected", f"expected a boolean, got {_tname(protected)}")
     return ImageMeta(
         id=image_id,
         name=_str(d, "name", p, optional=True),
@@ -365,36 +482,100 @@ def _image(obj: object) -> ImageMeta | None:
         created_at=_datetime(d, "created_at", p),
         updated_at=_datetime(d, "updated_at", p),
         properties=properties,
+        visibility=_str(d, "visibility", p, optional=True),
+        protected=protected,
+        tags=_str_list(d, "tags", p) if d.get("tags") is not None else None,
+        direct_url=_str(d, "direct_url", p, optional=True),
     )
 
 
-def _numa(obj: object) -> NumaTopology | None:
+def _cpu_topology(obj: object, notes: Notes, p: str) -> VirtCpuTopology | None:
     if obj is None:
         return None
-    cells = []
-    for p, c in _wrapped_items(
-        obj, "InstanceNUMATopology", "numa_topology", "cells", "InstanceNUMACell", "numa_topology.cells"
+    d = notes.data(obj, "VirtCPUTopology", p)
+    return VirtCpuTopology(
+        sockets=_int(d, "sockets", p, optional=True, default=1),
+        cores=_int(d, "cores", p, optional=True, default=1),
+        threads=_int(d, "threads", p, optional=True, default=1),
+    )
+
+
+def _int_map(value: object, path: str) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if type(value) is not dict or any(type(v) is not int for v in value.values()):
+        raise RowProblem(path, "expected an object mapping strings to integers")
+    return {str(k): v for k, v in value.items()}
+
+
+def _numa_cell(raw: object, notes: Notes, p: str) -> NumaCell:
+    c = notes.data(raw, "InstanceNUMACell", p)
+    cpuset = _int_set(c, "cpuset", p)
+    pcpuset = _int_set(c, "pcpuset", p)
+    policy = _str(c, "cpu_policy", p, optional=True)
+    # Nova's InstanceNUMATopology._migrate_legacy_dedicated_instance_cpuset (LP #1952941):
+    # a pinned cell stored before InstanceNUMACell 1.5 keeps its dedicated CPUs in cpuset;
+    # from 1.4 on, Nova moves them to pcpuset when it loads the row.
+    if (1, 4) <= _version(raw) < (1, 6) and policy == _DEDICATED and not pcpuset:
+        if cpuset:
+            notes.repair(f"{p}.pcpuset", f"dedicated CPUs {sorted(cpuset)} moved from cpuset "
+                         f"(InstanceNUMACell {raw.get('nova_object.version') if isinstance(raw, dict) else '?'}, "
+                         "before Victoria), as Nova converts them on load")
+        pcpuset, cpuset = cpuset, frozenset()
+    reserved = c.get("cpuset_reserved")
+    return NumaCell(
+        id=_int(c, "id", p),
+        cpuset=cpuset,
+        pcpuset=pcpuset,
+        memory=_int(c, "memory", p),
+        pagesize=_int(c, "pagesize", p, optional=True),
+        cpu_policy=policy,
+        cpu_thread_policy=_str(c, "cpu_thread_policy", p, optional=True),
+        cpuset_reserved=None if reserved is None else _int_set(c, "cpuset_reserved", p),
+        cpu_topology=_cpu_topology(c.get("cpu_topology"), notes, f"{p}.cpu_topology"),
+        cpu_pinning_raw=_int_map(c.get("cpu_pinning_raw"), f"{p}.cpu_pinning_raw"),
+    )
+
+
+def _numa(obj: object, notes: Notes) -> NumaTopology | None:
+    if obj is None:
+        return None
+    p = "numa_topology"
+    d = notes.data(obj, "InstanceNUMATopology", p)
+    raw_cells = d.get("cells") or []
+    if type(raw_cells) is not list:
+        raise RowProblem(f"{p}.cells", "expected an array")
+    topo_uuid = d.get("instance_uuid")
+    if topo_uuid is not None and type(topo_uuid) is not str:
+        raise RowProblem(f"{p}.instance_uuid", f"expected a uuid string, got {_tname(topo_uuid)}")
+    return NumaTopology(
+        cells=tuple(_numa_cell(raw, notes, f"{p}.cells[{i}]") for i, raw in enumerate(raw_cells)),
+        emulator_threads_policy=_str(d, "emulator_threads_policy", p, optional=True),
+        id=_int(d, "id", p, optional=True),
+        instance_uuid=topo_uuid,
+    )
+
+
+def _pci_matcher(value: object, path: str) -> dict[str, str | None]:
+    # Nova's ListOfDictOfNullableStringsField: physical_network is None on a tunneled net.
+    if type(value) is not dict or any(
+        type(k) is not str or (v is not None and type(v) is not str) for k, v in value.items()
     ):
-        cells.append(
-            NumaCell(
-                id=_int(c, "id", p),
-                cpuset=_int_set(c, "cpuset", p),
-                pcpuset=_int_set(c, "pcpuset", p),
-                memory=_int(c, "memory", p),
-                pagesize=_int(c, "pagesize", p, optional=True),
-                cpu_policy=_str(c, "cpu_policy", p, optional=True),
-            )
-        )
-    return NumaTopology(cells=tuple(cells))
+        raise RowProblem(path, "expected an object mapping strings to strings or null")
+    return dict(value)
 
 
-def _pci(obj: object) -> tuple[PciRequest, ...]:
+def _pci(obj: object, notes: Notes) -> tuple[PciRequest, ...]:
     if obj is None:
         return ()
+    d = notes.data(obj, "InstancePCIRequests", "pci_requests")
+    raw_requests = d.get("requests") or []
+    if type(raw_requests) is not list:
+        raise RowProblem("pci_requests.requests", "expected an array")
     found = []
-    for p, r in _wrapped_items(
-        obj, "InstancePCIRequests", "pci_requests", "requests", "InstancePCIRequest", "pci_requests"
-    ):
+    for i, raw in enumerate(raw_requests):
+        p = f"pci_requests[{i}]"
+        r = notes.data(raw, "InstancePCIRequest", p)
         spec = r.get("spec") or []
         if type(spec) is not list:
             raise RowProblem(f"{p}.spec", "expected an array of objects")
@@ -404,60 +585,112 @@ def _pci(obj: object) -> tuple[PciRequest, ...]:
         found.append(
             PciRequest(
                 count=_int(r, "count", p),
-                spec=tuple(_str_map(m, f"{p}.spec[{j}]") for j, m in enumerate(spec)),
+                spec=tuple(_pci_matcher(m, f"{p}.spec[{j}]") for j, m in enumerate(spec)),
                 alias_name=_str(r, "alias_name", p, optional=True),
                 request_id=request_id,
                 numa_policy=_str(r, "numa_policy", p, optional=True),
+                requester_id=_str(r, "requester_id", p, optional=True),
+                is_new=_bool(r, "is_new", p, False),
             )
         )
     return tuple(found)
 
 
-def _limits(obj: object) -> Limits:
+def _network_metadata(obj: object, notes: Notes, p: str) -> NetworkMetadata | None:
+    if obj is None:
+        return None
+    d = notes.data(obj, "NetworkMetadata", p)
+    return NetworkMetadata(
+        physnets=frozenset(_str_list(d, "physnets", p)), tunneled=_bool(d, "tunneled", p, False)
+    )
+
+
+def _limits(obj: object, notes: Notes) -> Limits:
     if obj is None:
         return Limits()
     p = "limits"
-    d = _unwrap(obj, ("SchedulerLimits",), p)
+    d = notes.data(obj, "SchedulerLimits", p)
+    numa: NumaLimits | None = None
+    if d.get("numa_topology") is not None:
+        q = "limits.numa_topology"
+        n = notes.data(d["numa_topology"], "NUMATopologyLimits", q)
+        numa = NumaLimits(
+            cpu_allocation_ratio=_float(n, "cpu_allocation_ratio", q, None),
+            ram_allocation_ratio=_float(n, "ram_allocation_ratio", q, None),
+            network_metadata=_network_metadata(n.get("network_metadata"), notes, f"{q}.network_metadata"),
+        )
     return Limits(
         vcpu=_int(d, "vcpu", p, optional=True),
         disk_gb=_int(d, "disk_gb", p, optional=True),
         memory_mb=_int(d, "memory_mb", p, optional=True),
+        numa_topology=numa,
     )
 
 
-def _group(obj: object) -> InstanceGroupRef | None:
+def _group(obj: object, hints: Mapping[str, tuple[str, ...]], notes: Notes) -> InstanceGroupRef | None:
     if obj is None:
         return None
     p = "instance_group"
-    d = _unwrap(obj, ("InstanceGroup",), p)
+    d = notes.data(obj, "InstanceGroup", p)
     policy = _str(d, "policy", p, optional=True)
     if policy is None:  # InstanceGroup < 1.11 kept a list of policies
         policies = _str_list(d, "policies", p)
         policy = policies[0] if policies else None
     rules = d.get("_rules", d.get("rules"))
+    uuid = d.get("uuid")
+    if uuid is None:
+        # Nova's RequestSpec._from_db_object (LP #1830747): a legacy translation left a
+        # group without uuid; Nova takes it from the ``group`` scheduler hint.
+        hint = hints.get("group") or ()
+        if not hint:
+            raise RowProblem(f"{p}.uuid", "missing, and no 'group' scheduler hint to recover it from")
+        uuid = hint[0]
+        notes.repair(f"{p}.uuid", f"taken from the 'group' scheduler hint ({uuid}), as Nova does")
+    for dropped in ("members", "hosts"):
+        if d.get(dropped):
+            notes.drop(f"{p}.{dropped}", "Nova does not persist a group's members and hosts in a spec")
+    if type(uuid) is not str:
+        raise RowProblem(f"{p}.uuid", f"expected a uuid string, got {_tname(uuid)}")
     return InstanceGroupRef(
-        uuid=_str(d, "uuid", p),
+        uuid=uuid,
         name=_str(d, "name", p, optional=True),
         policy=policy,
         rules=_str_map(rules, "instance_group.rules"),
-    )  # members and hosts are deliberately not read
+        id=_int(d, "id", p, optional=True),
+        user_id=_str(d, "user_id", p, optional=True),
+        project_id=_str(d, "project_id", p, optional=True),
+        created_at=_datetime(d, "created_at", p),
+        updated_at=_datetime(d, "updated_at", p),
+        deleted_at=_datetime(d, "deleted_at", p),
+        deleted=_bool(d, "deleted", p, False),
+    )
 
 
-def _security_groups(obj: object) -> tuple[str, ...]:
+def _security_groups(obj: object, notes: Notes) -> tuple[str, ...]:
     if obj is None:
         return ()
+    d = notes.data(obj, "SecurityGroupList", "security_groups")
+    raw_groups = d.get("objects") or []
+    if type(raw_groups) is not list:
+        raise RowProblem("security_groups.objects", "expected an array")
     names = []
-    for p, g in _wrapped_items(
-        obj, "SecurityGroupList", "security_groups", "objects", "SecurityGroup", "security_groups"
-    ):
+    for i, raw in enumerate(raw_groups):
+        p = f"security_groups[{i}]"
+        g = notes.data(raw, "SecurityGroup", p)
+        # Nova's make_secgroup_list: a group is known by name, or (Neutron) by uuid.
         name = _str(g, "name", p, optional=True)
         if name is None:
-            name = _str(g, "uuid", p)  # a group known by uuid only
+            name = _str(g, "uuid", p)
+        extra = sorted(k for k, v in g.items() if k not in ("name", "uuid") and v not in (None, False))
+        if g.get("name") is not None and g.get("uuid") is not None:
+            extra.append("uuid")
+        if extra:
+            notes.drop(f"{p}.{{{','.join(extra)}}}", "a spec names its security groups only")
         names.append(name)
     return tuple(names)
 
 
-def _hints(value: object) -> dict[str, tuple[str, ...]]:
+def _hints(value: object, notes: Notes) -> dict[str, tuple[str, ...]]:
     if value is None:
         return {}
     if type(value) is not dict:
@@ -466,15 +699,23 @@ def _hints(value: object) -> dict[str, tuple[str, ...]]:
     for key, items in value.items():
         if type(items) is not list or any(type(v) is not str for v in items):
             raise RowProblem(f"scheduler_hints.{key}", "expected an array of strings")
+        if key.startswith("_nova"):
+            # e.g. _nova_check_type, which Nova sets for one rebuild and never saves
+            notes.drop(f"scheduler_hints.{key}", "a Nova-internal per-operation hint")
+            continue
         hints[key] = tuple(items)
     return hints
 
 
-def convert_spec(spec: object, instance_uuid: object) -> RequestSpec:
-    """Turn one Nova ``spec`` column value (text or parsed) into a RequestSpec.
+def _not_empty(value: object) -> bool:
+    return value not in (None, [], {}, "")
 
-    ``instance_uuid`` is the row's key; the spec must name the same instance. Raises
-    :class:`RowProblem` (or SpecValidationError) saying what is wrong and where."""
+
+def convert_row(spec: object, instance_uuid: object) -> tuple[RequestSpec, Notes]:
+    """Turn one Nova row (``instance_uuid`` column, ``spec`` column value as text or parsed)
+    into a RequestSpec, loaded with Nova 34's rules, and the notes naming every change.
+
+    Raises :class:`RowProblem` (or SpecValidationError) for a row Nova would refuse."""
     if instance_uuid is None or instance_uuid == "":
         raise RowProblem("instance_uuid", "missing")
     if type(instance_uuid) is not str:
@@ -487,34 +728,59 @@ def convert_spec(spec: object, instance_uuid: object) -> RequestSpec:
             spec = json.loads(spec)
         except ValueError as exc:
             raise RowProblem("spec", f"not valid JSON ({exc})") from None
-    d = _unwrap(spec, ("RequestSpec",), "")
+    notes = Notes()
+    d = notes.data(spec, "RequestSpec", "")
     inner = d.get("instance_uuid")
-    if inner is None:
-        raise RowProblem("instance_uuid", "missing in the spec")
-    if type(inner) is not str:
+    if inner is not None and type(inner) is not str:
         raise RowProblem("instance_uuid", f"expected a uuid string, got {_tname(inner)}")
-    if canonical_uuid(inner, "instance_uuid") != key:
-        raise RowProblem("instance_uuid", f"mismatch: the row says {key}, the spec says {inner}")
+    if inner is None or canonical_uuid(inner, "instance_uuid") != key:
+        # Nova's _from_db_object takes instance_uuid (and id) from the row's columns.
+        notes.repair("instance_uuid", f"the spec says {inner}; the row's column ({key}) wins, as in Nova")
+    if d.get("id") is not None:
+        notes.drop("id", "Nova's row id (Nova takes it from the row's column)")
+    for name in PER_OPERATION:
+        if _not_empty(d.get(name)):
+            notes.drop(name, "per-operation data, never persisted by Nova 34")
     if "flavor" not in d or d["flavor"] is None:
         raise RowProblem("flavor", "missing")
-    return RequestSpec(
+    version = _version(spec)
+    project_id = _str(d, "project_id", "", optional=True)
+    user_id = _str(d, "user_id", "", optional=True)
+    for name, value in (("project_id", project_id), ("user_id", user_id)):
+        if value is None:
+            why = "RequestSpec < 1.9 has none" if name == "user_id" and version < (1, 9) else "null in the row"
+            notes.note(name, f"unknown ({why}); Nova heals it from the instance (ensure_project_and_user_id)")
+    is_bfv = d.get("is_bfv")
+    if is_bfv is None:
+        notes.note("is_bfv", "unknown (RequestSpec < 1.11 has none); Nova heals it from the instance")
+    elif type(is_bfv) is not bool:
+        raise RowProblem("is_bfv", f"expected a boolean, got {_tname(is_bfv)}")
+    hints = _hints(d.get("scheduler_hints"), notes)
+    result = RequestSpec(
         instance_uuid=key,
-        project_id=_str(d, "project_id", ""),
-        user_id=_str(d, "user_id", "", default=""),  # RequestSpec < 1.9 has none
+        project_id=project_id,
+        user_id=user_id,
         availability_zone=_str(d, "availability_zone", "", optional=True),
         num_instances=_int(d, "num_instances", "", default=1),
-        flavor=_flavor(d["flavor"]),
-        image=_image(_optional_object(d, "image")),
-        numa_topology=_numa(_optional_object(d, "numa_topology")),
-        pci_requests=_pci(_optional_object(d, "pci_requests")),
+        flavor=_flavor(d["flavor"], notes),
+        image=_image(_optional_object(d, "image"), notes),
+        numa_topology=_numa(_optional_object(d, "numa_topology"), notes),
+        pci_requests=_pci(_optional_object(d, "pci_requests"), notes),
         force_hosts=_str_list(d, "force_hosts", ""),
         force_nodes=_str_list(d, "force_nodes", ""),
-        limits=_limits(_optional_object(d, "limits")),
-        instance_group=_group(_optional_object(d, "instance_group")),
-        scheduler_hints=_hints(d.get("scheduler_hints")),
-        security_groups=_security_groups(_optional_object(d, "security_groups")),
-        is_bfv=_bool(d, "is_bfv", "", False),
-    )  # per-operation fields (retry, ignore_hosts, requested_destination...) are dropped
+        limits=_limits(_optional_object(d, "limits"), notes),
+        instance_group=_group(_optional_object(d, "instance_group"), hints, notes),
+        scheduler_hints=hints,
+        security_groups=_security_groups(_optional_object(d, "security_groups"), notes),
+        is_bfv=is_bfv,
+        unknown_nova_fields=notes.unknown,
+    )
+    return result, notes
+
+
+def convert_spec(spec: object, instance_uuid: object) -> RequestSpec:
+    """The RequestSpec of one Nova row (see :func:`convert_row`, which also says what changed)."""
+    return convert_row(spec, instance_uuid)[0]
 
 
 # --- importing --------------------------------------------------------------------------
@@ -538,6 +804,7 @@ def import_rows(
     results: dict[int, RowResult] = {}
     seen: dict[str, int] = {}
     pending: list[tuple[int, RequestSpec]] = []
+    changes: dict[int, tuple[str, ...]] = {}
 
     def flush() -> None:
         if pending:
@@ -550,7 +817,7 @@ def import_rows(
             results[row.line] = RowResult(row.line, shown, "rejected", row.problem)
             continue
         try:
-            spec = convert_spec(row.spec, row.instance_uuid)
+            spec, notes = convert_row(row.spec, row.instance_uuid)
             codec.encode(spec, max_bytes=max_bytes)
         except (ReqSpecError, ValueError) as exc:
             results[row.line] = RowResult(row.line, shown, "rejected", _reason(exc))
@@ -561,11 +828,13 @@ def import_rows(
                 row.line, spec.instance_uuid, "rejected", f"duplicate instance uuid (first at line {first})"
             )
             continue
+        changes[row.line] = tuple(notes.changes)
         pending.append((row.line, spec))
         if len(pending) >= batch_size:
             flush()
     flush()
-    return ImportReport(database, dry_run, [results[k] for k in sorted(results)])
+    outcome = [attrs.evolve(results[k], changes=changes.get(k, ())) for k in sorted(results)]
+    return ImportReport(database, dry_run, outcome)
 
 
 def _land(

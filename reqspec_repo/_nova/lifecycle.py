@@ -1,233 +1,127 @@
-"""The instance lifecycle on top of the store: boot, scheduling, moves, rebuild, delete.
+"""The instance lifecycle on top of the store, with Nova 34's rules for every step.
 
-A thin layer over :class:`~reqspec_repo.SpecStore` (where a spec lives) and
+A layer over :class:`~reqspec_repo.SpecStore` (where a spec lives) and
 :func:`~reqspec_repo.move_specs` (moving it between databases). Each step of an
 instance's life is one method of :class:`Lifecycle`:
 
-=================  ===================================================================
-``boot``           store the spec(s) and their location records in the API database,
-                   before scheduling: one transaction, one instance or a whole
-                   multi-create request
-``scheduled``      the scheduler placed the instance(s): move their specs into the cell
-``prepare_move``   resize / cold migrate / live migrate / evacuate / unshelve: the spec
-                   the scheduler must see for *this* operation (:class:`PreparedMove`)
-``save_in_flight`` persist a durable change in the middle of an operation without
-                   losing the operation's in-memory fields
-``move_to_cell``   the operation crosses cells: the spec follows the instance
-``confirm_resize`` persist the new flavor (compare-and-swap)
-``revert_resize``  keep (or restore) the old flavor; move the spec back if it crossed
-                   cells
-``rebuild``        persist a new image (compare-and-swap)
-``update``         persist other durable changes, e.g. the zone chosen by an unshelve
-``delete``         remove the spec and its location wherever it lives; idempotent
-=================  ===================================================================
+========================  ===========================================================
+``boot``                  store the spec(s) and their location records in the API
+                          database before scheduling (one transaction)
+``scheduled``             the scheduler placed the instance(s): move their specs into
+                          the cell
+``prepare_move``          resize / cold migrate / live migrate / evacuate / unshelve:
+                          heal and repair the stored spec (persisted), and build the
+                          spec the scheduler must use for *this* operation
+``destination_selected``  the scheduler picked a host: a resize persists its new
+                          flavor, NUMA topology and PCI requests together with the
+                          durable record of the operation (one compare-and-swap); the
+                          spec moves to the destination's cell if the operation may
+                          cross cells
+``move_to_cell``          the same move on its own, under the same cell rule
+``in_flight``             the resize / cold migration awaiting confirm or revert, read
+                          from the spec's row
+``confirm_resize``        end a resize / cold migration, keeping the new constraints;
+                          by instance uuid alone, from any process
+``revert_resize``         end it the other way: back to the source database with the
+                          old flavor, NUMA topology and PCI requests
+``rebuild``               persist a new image (refused if it changes the NUMA
+                          constraints) and build the scheduler's rebuild check
+``save_in_flight``        persist a durable change in the middle of an operation
+``update``                persist other durable changes (compare-and-swap)
+``delete``                remove the spec and its location wherever it lives
+========================  ===========================================================
 
-The rules that :meth:`Lifecycle.prepare_move` enforces (each has a regression test in
-``tests/test_lifecycle.py``):
-
-* the *constraints* of the original request are kept: server group policy, scheduler
-  hints, availability zone, image, NUMA topology, PCI requests, limits;
-* everything that belongs to one operation starts empty: no ``retry``, no
-  ``ignore_hosts``, no ``requested_destination`` from an earlier operation, and no
-  ``force_hosts`` / ``force_nodes`` - forcing a host is a boot-time request only;
-* ``num_instances`` is 1: a move is about one instance, whatever the boot asked for;
-* a target host given for this operation becomes ``requested_destination``, for this
-  operation only; for a resize (or cold migrate) that must not land on the same host,
-  the source host goes into ``ignore_hosts``, for this operation only;
-* the server group's members and hosts are read fresh through a caller-supplied
-  ``group_lookup``; they are never taken from (nor written to) the stored spec.
-
-Per-operation fields are never persisted (the codec drops them), so none of them can
-reach the next operation through the database; :class:`PreparedMove` keeps them in
-memory for the one operation that owns them.
+``docs/lifecycle.md`` says for every step what is read and written where and which Nova
+rule it follows; each rule has a regression test in ``tests/test_lifecycle.py``. The
+rules themselves are pure functions in :mod:`.rules`; what a step returns is in
+:mod:`.prepared`, its errors in :mod:`.lifecycle_errors`, the durable record of an
+operation in flight in :mod:`.inflight`.
 """
-
 from __future__ import annotations
 
-import enum
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any
 
 import attrs
 
-from .._errors import ConflictError, ReqSpecError
+from .._errors import ConflictError
 from .._moving.moves import MoveResult, move_specs
 from .._spec.model import (
-    PER_OPERATION_FIELDS,
     Destination,
     Flavor,
     ImageMeta,
-    InstanceGroupRef,
+    NetworkMetadata,
+    NumaTopology,
+    PciRequest,
+    RequestedNetwork,
     RequestSpec,
-    SchedulerRetry,
-    durable_fields,
     without_per_operation,
 )
 from .._store.config import API
 from .._store.locations import Location, SpecStore
 from .._store.repository import StoredSpec, normalize_uuid
+from .inflight import CONFIRMABLE, InFlightOperation, Operation, decode_operation, encode_operation
+from .lifecycle_errors import (
+    ConstraintsRequiredError,
+    CrossCellMoveError,
+    LifecycleError,
+    MoveFailedError,
+    NoOperationInFlightError,
+    OperationInFlightError,
+    RebuildNumaConflictError,
+    UnhealedFieldError,
+)
+from .prepared import (
+    GroupLookup,
+    InstanceGroup,
+    InstanceGroupLike,
+    PreparedMove,
+    PreparedRebuild,
+    describe_numa,
+    describe_pci,
+    describe_view,
+)
+from .rules import (
+    ALWAYS_LEAVE_HOST,
+    NUMA_IMAGE_PROPERTIES,
+    UNSET,
+    VIEW_OWNED,
+    Unset,
+    cell_rule,
+    changed_keys,
+    check_durable_changes,
+    check_known,
+    check_move_arguments,
+    check_no_internal_hints,
+    relevant,
+    repair,
+    resize_constraints,
+)
 
 __all__ = [
+    "UNSET",
+    "ConstraintsRequiredError",
+    "CrossCellMoveError",
     "GroupLookup",
+    "InFlightOperation",
     "InstanceGroup",
     "InstanceGroupLike",
     "Lifecycle",
     "LifecycleError",
     "MoveFailedError",
+    "NoOperationInFlightError",
     "Operation",
+    "OperationInFlightError",
     "PreparedMove",
+    "PreparedRebuild",
+    "RebuildNumaConflictError",
+    "UnhealedFieldError",
+    "describe_numa",
+    "describe_pci",
+    "describe_view",
 ]
-
-
-class Operation(enum.StrEnum):
-    """The operations that schedule an existing instance again."""
-
-    RESIZE = "resize"
-    COLD_MIGRATE = "cold_migrate"
-    LIVE_MIGRATE = "live_migrate"
-    EVACUATE = "evacuate"
-    UNSHELVE = "unshelve"
-
-
-#: Operations that never pick the host the instance is leaving (a resize or a cold
-#: migrate may, when the caller allows the same host).
-_LEAVES_SOURCE = frozenset(
-    {Operation.RESIZE, Operation.COLD_MIGRATE, Operation.LIVE_MIGRATE, Operation.EVACUATE}
-)
-_SAME_HOST_ALLOWED = frozenset({Operation.RESIZE, Operation.COLD_MIGRATE})
-
-#: Fields of the scheduler's view that the operation itself decides; a save in the
-#: middle of the operation does not change them in the view.
-_VIEW_OWNED = frozenset({"num_instances", "force_hosts", "force_nodes", "instance_group"})
-
-_DURABLE = frozenset(durable_fields())
-
-
-class LifecycleError(ReqSpecError, ValueError):
-    """A lifecycle step was called wrongly (e.g. a resize without a new flavor)."""
-
-
-class MoveFailedError(ReqSpecError):
-    """Some specs could not be moved; ``result.failed`` says which and why. The specs
-    that did not move stayed where they were; those in ``result.moved`` did move."""
-
-    def __init__(self, result: MoveResult) -> None:
-        self.result = result
-        first = ", ".join(f"{k}: {v}" for k, v in list(result.failed.items())[:3])
-        more = f" (and {len(result.failed) - 3} more)" if len(result.failed) > 3 else ""
-        super().__init__(f"{len(result.failed)} spec(s) not moved to {result.target!r}: {first}{more}")
-
-
-class InstanceGroupLike(Protocol):
-    """What ``group_lookup`` returns: anything with these attributes (Nova's
-    ``InstanceGroup`` object fits). ``name``, ``policy`` and ``rules`` are read when present."""
-
-    @property
-    def uuid(self) -> Any: ...
-
-    @property
-    def members(self) -> Iterable[str] | None: ...
-
-    @property
-    def hosts(self) -> Iterable[str] | None: ...
-
-
-#: Reads a server group as it is *now*; None when the group no longer exists.
-GroupLookup = Callable[[str], InstanceGroupLike | None]
-
-
-@attrs.frozen(kw_only=True)
-class InstanceGroup:
-    """A server group as read fresh for one operation (members and hosts included)."""
-
-    uuid: str
-    name: str | None = None
-    policy: str | None = None
-    rules: Mapping[str, str] = attrs.field(factory=dict)
-    members: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, found: InstanceGroupLike, stored: InstanceGroupRef) -> InstanceGroup:
-        """Snapshot a looked-up group; attributes it lacks come from the stored reference."""
-        name = getattr(found, "name", stored.name)
-        policy = getattr(found, "policy", stored.policy)
-        rules = getattr(found, "rules", None)
-        return cls(
-            uuid=str(found.uuid),
-            name=None if name is None else str(name),
-            policy=None if policy is None else str(policy),
-            rules={str(k): str(v) for k, v in dict(rules if rules is not None else stored.rules).items()},
-            members=tuple(str(m) for m in (found.members or ())),
-            hosts=tuple(str(h) for h in (found.hosts or ())),
-        )
-
-    def reference(self) -> InstanceGroupRef:
-        """The reference kept in the spec (no members, no hosts)."""
-        return InstanceGroupRef(uuid=self.uuid, name=self.name, policy=self.policy, rules=dict(self.rules))
-
-
-@attrs.frozen(kw_only=True)
-class PreparedMove:
-    """One scheduling operation on an existing instance.
-
-    ``spec`` is what the scheduler must use for this operation (per-operation fields
-    filled in for it, ``num_instances`` 1, no forced hosts, the new flavor of a resize).
-    ``stored`` is the durable spec as stored when the operation was prepared; its
-    ``version`` (:attr:`stored_version`) is what the next compare-and-swap write names.
-    ``group`` is the server group read fresh (members and hosts) for the scheduler's
-    affinity filters, or None. ``old_flavor`` is the flavor stored when the operation
-    was prepared (what a reverted resize goes back to).
-    """
-
-    operation: Operation
-    spec: RequestSpec
-    stored: StoredSpec
-    source_database: str
-    old_flavor: Flavor
-    group: InstanceGroup | None = None
-    source_host: str | None = None
-    new_flavor: Flavor | None = None
-
-    @property
-    def instance_uuid(self) -> str:
-        return self.stored.instance_uuid
-
-    @property
-    def stored_version(self) -> int:
-        return self.stored.version
-
-    @property
-    def database(self) -> str:
-        """Where the spec lives now (after :meth:`Lifecycle.move_to_cell`, the target)."""
-        return self.stored.database
-
-    def record_failed_host(self, host: str, node: str | None = None) -> PreparedMove:
-        """A reschedule within this operation: remember the failed host in ``retry`` (in
-        memory only; the next operation starts with no retry)."""
-        retry = self.spec.retry or SchedulerRetry()
-        retry = SchedulerRetry(
-            num_attempts=retry.num_attempts + 1, hosts=(*retry.hosts, (host, node or host))
-        )
-        return attrs.evolve(self, spec=attrs.evolve(self.spec, retry=retry))
-
-    def describe(self) -> str:
-        """One line: what the scheduler sees for this operation."""
-        s = self.spec
-        dest = s.requested_destination
-        parts = [
-            f"{self.operation.value}: flavor {s.flavor.name}",
-            f"num_instances {s.num_instances}",
-            f"zone {s.availability_zone or '-'}",
-            f"group {s.instance_group.policy if s.instance_group else '-'}"
-            + (f" (members {len(self.group.members)}, hosts {list(self.group.hosts)})" if self.group else ""),
-            f"destination {dest.host if dest and dest.host else '-'}",
-            f"ignore_hosts {list(s.ignore_hosts)}",
-            f"force_hosts {list(s.force_hosts)}",
-            f"retry {s.retry.num_attempts if s.retry else '-'}",
-        ]
-        return ", ".join(parts)
 
 
 def _uuid_list(instance_uuids: str | uuid_mod.UUID | Iterable[str | uuid_mod.UUID]) -> list[str]:
@@ -236,24 +130,12 @@ def _uuid_list(instance_uuids: str | uuid_mod.UUID | Iterable[str | uuid_mod.UUI
     return [normalize_uuid(u) for u in instance_uuids]
 
 
-def _check_durable_changes(changes: Mapping[str, object]) -> None:
-    per_op = sorted(set(changes) & set(PER_OPERATION_FIELDS))
-    if per_op:
-        raise LifecycleError(f"{', '.join(per_op)} belong to one operation and are never persisted")
-    if "instance_uuid" in changes:
-        raise LifecycleError("the instance uuid of a spec cannot change")
-    unknown = sorted(set(changes) - _DURABLE)
-    if unknown:
-        raise LifecycleError(f"unknown RequestSpec field(s): {', '.join(unknown)}")
-
-
 class Lifecycle:
     """The lifecycle steps of instances whose specs live in ``store``.
 
-    ``group_lookup`` (optional here, or per call of :meth:`prepare_move`) reads a server
-    group as it is now; it is required to prepare a move of an instance in a group.
-    ``max_cas_retries`` bounds the read-modify-write retries of :meth:`update` and
-    :meth:`rebuild` when no ``expected_version`` is given.
+    ``group_lookup`` (optional here, or per call) reads a server group as it is now; it
+    is required to prepare a move of an instance in a group. ``max_cas_retries`` bounds
+    the read-modify-write retries of steps that re-read on a lost compare-and-swap.
     """
 
     def __init__(
@@ -274,11 +156,14 @@ class Lifecycle:
         """Persist new spec(s) and their location records before scheduling.
 
         All in one API-database transaction: every spec of a multi-create request is
-        stored, or none (SpecExistsError / BatchError). Per-operation fields of the given
-        specs (e.g. the forced hosts' in-memory companions) are not persisted."""
+        stored, or none (SpecExistsError / BatchError). Per-operation fields are not
+        persisted; a Nova-internal ``_nova*`` hint is refused (LifecycleError)."""
         batch = [specs] if isinstance(specs, RequestSpec) else list(specs)
         if not batch:
             return []
+        for spec in batch:
+            if isinstance(spec, RequestSpec):
+                check_no_internal_hints(spec.instance_uuid, spec.scheduler_hints)
         return self.store.create(batch, database=database)
 
     def scheduled(
@@ -295,86 +180,26 @@ class Lifecycle:
         """The location record: which database holds the spec."""
         return self.store.location(instance_uuid)
 
-    # -- moves of an existing instance ---------------------------------------------------
+    def in_flight(self, instance_uuid: str | uuid_mod.UUID) -> InFlightOperation | None:
+        """The resize or cold migration awaiting confirm / revert, read from the spec's row."""
+        _stored, operation = self._read(instance_uuid)
+        return operation
 
-    def prepare_move(
-        self,
-        instance_uuid: str | uuid_mod.UUID,
-        operation: Operation | str,
-        *,
-        new_flavor: Flavor | None = None,
-        target_host: str | None = None,
-        target_node: str | None = None,
-        target_cell: str | None = None,
-        source_host: str | None = None,
-        allow_same_host: bool = False,
-        availability_zone: str | None = None,
-        group_lookup: GroupLookup | None = None,
-    ) -> PreparedMove:
-        """Load the stored spec and build the one the scheduler must use for ``operation``.
+    # -- reading and repairing -----------------------------------------------------------
 
-        * ``new_flavor``: required for a resize, refused otherwise;
-        * ``target_host`` / ``target_node`` / ``target_cell``: a destination asked for this
-          operation only (``requested_destination``);
-        * ``source_host``: the host the instance leaves. Live migrate and evacuate never
-          go back to it; resize and cold migrate do not either unless
-          ``allow_same_host`` (the ``ignore_hosts`` of this operation only);
-        * ``availability_zone``: unshelve into another zone (persist it afterwards with
-          :meth:`update` once the unshelve succeeded);
-        * ``group_lookup``: overrides the one given to the constructor.
-        """
-        op = Operation(operation)
-        if op is Operation.RESIZE and new_flavor is None:
-            raise LifecycleError("a resize needs new_flavor")
-        if op is not Operation.RESIZE and new_flavor is not None:
-            raise LifecycleError(f"{op.value} does not change the flavor; use a resize")
-        if target_node is not None and target_host is None:
-            raise LifecycleError("target_node needs target_host")
-        if allow_same_host and op not in _SAME_HOST_ALLOWED:
-            raise LifecycleError(f"{op.value} never stays on the same host")
-        if availability_zone is not None and op is not Operation.UNSHELVE:
-            raise LifecycleError("only an unshelve may choose another availability zone")
-
-        stored = self.store.get(instance_uuid)
-        durable = without_per_operation(stored.spec)
-        group = self._fresh_group(durable, group_lookup)
-
-        ignore: tuple[str, ...] = ()
-        if source_host and op in _LEAVES_SOURCE and not (allow_same_host and op in _SAME_HOST_ALLOWED):
-            ignore = (source_host,)
-        destination = None
-        if target_host is not None or target_cell is not None:
-            destination = Destination(host=target_host, node=target_node, cell=target_cell)
-
-        view = attrs.evolve(
-            durable,
-            flavor=new_flavor if new_flavor is not None else durable.flavor,
-            num_instances=1,
-            force_hosts=(),
-            force_nodes=(),
-            instance_group=group.reference() if group else None,
-            availability_zone=availability_zone if availability_zone is not None else durable.availability_zone,
-            ignore_hosts=ignore,
-            requested_destination=destination,
-            retry=None,
-        )
-        return PreparedMove(
-            operation=op,
-            spec=view,
-            stored=attrs.evolve(stored, spec=durable),
-            source_database=stored.database,
-            old_flavor=durable.flavor,
-            group=group,
-            source_host=source_host,
-            new_flavor=new_flavor,
-        )
+    def _read(self, instance_uuid: str | uuid_mod.UUID) -> tuple[StoredSpec, InFlightOperation | None]:
+        stored, raw = self.store.get_with_operation(instance_uuid)
+        if raw is None:
+            return stored, None
+        return stored, decode_operation(raw, instance_uuid=stored.instance_uuid, database=stored.database)
 
     def _fresh_group(
         self, spec: RequestSpec, group_lookup: GroupLookup | None
-    ) -> InstanceGroup | None:
+    ) -> tuple[InstanceGroup | None, bool]:
+        """The group as it is now, and whether a referenced group was deleted."""
         ref = spec.instance_group
         if ref is None:
-            return None
+            return None, False
         lookup = group_lookup or self.group_lookup
         if lookup is None:
             raise LifecycleError(
@@ -382,79 +207,428 @@ class Lifecycle:
                 "(members and hosts are read fresh, never from the stored spec)"
             )
         found = lookup(ref.uuid)
-        if found is None:  # the group was deleted since: schedule without it
-            return None
-        return InstanceGroup.of(found, ref)
+        if found is None:
+            return None, True
+        return InstanceGroup.of(found, ref), False
+
+
+
+    def _load_repair_persist(
+        self,
+        instance_uuid: str | uuid_mod.UUID,
+        group_lookup: GroupLookup | None,
+        heal: Mapping[str, Any],
+        change: Callable[[RequestSpec], tuple[RequestSpec, list[str]]] | None = None,
+        expected_version: int | None = None,
+        schedules: Callable[[], bool] = lambda: True,
+    ) -> tuple[StoredSpec, InstanceGroup | None, list[str]]:
+        """Read the spec (refusing while an operation is in flight, or while the spec is
+        still in the API database), apply the repairs and ``change``, refuse if a healed
+        field is still unknown when the step ``schedules``, and persist what changed with
+        one compare-and-swap (re-read and retried on a lost race unless
+        ``expected_version`` is given)."""
+        attempts = 1 if expected_version is not None else self.max_cas_retries + 1
+        for attempt in range(attempts):
+            stored, operation = self._read(instance_uuid)
+            if operation is not None:
+                raise OperationInFlightError(stored.instance_uuid, operation)
+            if stored.database == API:
+                raise LifecycleError(
+                    f"instance {stored.instance_uuid} has not been scheduled into a cell yet: nothing to move"
+                )
+            durable = without_per_operation(stored.spec)
+            group, deleted = self._fresh_group(durable, group_lookup)
+            repaired, notes = repair(durable, deleted, **heal)
+            if change is not None:
+                repaired, more = change(repaired)
+                notes += more
+            if schedules():
+                check_known(repaired)
+            version = stored.version if expected_version is None else expected_version
+            if repaired == stored.spec and version == stored.version:
+                return attrs.evolve(stored, spec=durable), group, notes
+            try:
+                saved = self.store.save(repaired, expected_version=version)
+            except ConflictError:
+                if attempt + 1 >= attempts:
+                    raise
+                continue
+            return saved, group, notes
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- moves of an existing instance ---------------------------------------------------
+
+    def prepare_move(
+        self,
+        instance_uuid: str | uuid_mod.UUID,
+        operation: Operation | str,
+        *,
+        current_host: str | None = None,
+        new_flavor: Flavor | None = None,
+        new_numa_topology: NumaTopology | None | Unset = UNSET,
+        new_pci_requests: Sequence[PciRequest] | Unset = UNSET,
+        target_host: str | None = None,
+        target_node: str | None = None,
+        target_cell: str | None = None,
+        allow_cross_cell_move: bool = False,
+        allow_same_host: bool = False,
+        availability_zone: str | None | Unset = UNSET,
+        project_id: str | None = None,
+        user_id: str | None = None,
+        is_bfv: bool | None = None,
+        network_metadata: NetworkMetadata | None = None,
+        requested_networks: Sequence[RequestedNetwork] = (),
+        group_lookup: GroupLookup | None = None,
+    ) -> PreparedMove:
+        """Repair the stored spec as Nova does before scheduling, persist the repairs,
+        and build the spec the scheduler must use for ``operation``.
+
+        * ``current_host``: the host the instance is on; required for every move but an
+          unshelve. Live migration and evacuation always exclude it; resize and cold
+          migration unless ``allow_same_host``.
+        * ``new_flavor``, ``new_numa_topology``, ``new_pci_requests`` (resize only): the
+          new flavor and the constraints the caller computed for it with Nova's
+          ``hardware.numa_get_constraints`` and ``get_pci_requests_from_flavor`` (the
+          flavor-alias requests; Neutron port requests are kept from the stored spec).
+          Required when the new flavor changes what they are computed from.
+        * ``target_host`` / ``target_node`` / ``target_cell``: a destination asked for
+          this operation only.
+        * ``allow_cross_cell_move`` (resize and cold migration): Nova's policy decision
+          that this move may leave the cell; the others never may.
+        * ``availability_zone`` (unshelve only): a zone to move to, or None to unpin;
+          persisted now, as Nova saves it before scheduling. Not given: kept.
+        * ``project_id`` / ``user_id`` / ``is_bfv``: the instance's values, used to heal
+          unknown stored ones (persisted); scheduling with them unknown is refused.
+        * ``network_metadata`` / ``requested_networks``: what Nova's
+          ``ensure_network_information`` derives from the instance's network info cache;
+          in the scheduler's view for this operation only (never persisted).
+        """
+        try:
+            op = Operation(operation)
+        except ValueError:
+            known = ", ".join(o.value for o in Operation)
+            raise LifecycleError(f"unknown operation {operation!r} (one of: {known})") from None
+        key = normalize_uuid(instance_uuid)
+        check_move_arguments(
+            op, current_host=current_host, new_flavor=new_flavor, new_numa_topology=new_numa_topology,
+            new_pci_requests=new_pci_requests, target_host=target_host, target_node=target_node,
+            allow_cross_cell_move=allow_cross_cell_move, allow_same_host=allow_same_host,
+            availability_zone=availability_zone,
+        )
+
+        def unshelve_zone(spec: RequestSpec) -> tuple[RequestSpec, list[str]]:
+            if isinstance(availability_zone, Unset) or availability_zone == spec.availability_zone:
+                return spec, []
+            what = "unpinned" if availability_zone is None else f"set to {availability_zone!r}"
+            note = f"availability_zone {what} before scheduling (unshelve, microversion 2.91)"
+            return attrs.evolve(spec, availability_zone=availability_zone), [note]
+
+        stored, group, repairs = self._load_repair_persist(
+            key, group_lookup, {"project_id": project_id, "user_id": user_id, "is_bfv": is_bfv},
+            change=unshelve_zone if op is Operation.UNSHELVE else None,
+        )
+        cell = stored.database
+        durable = stored.spec
+
+        flavor, numa, pci = durable.flavor, durable.numa_topology, durable.pci_requests
+        if op is Operation.RESIZE:
+            assert new_flavor is not None
+            flavor = new_flavor
+            numa, pci = resize_constraints(durable, new_flavor, new_numa_topology, new_pci_requests)
+
+        if target_cell is not None and target_cell != cell and not (
+            op in CONFIRMABLE and allow_cross_cell_move
+        ):
+            raise CrossCellMoveError(key, op, cell, target_cell, cell_rule(op))
+        if op in CONFIRMABLE:
+            # Nova's MigrationTask: restricted to the current cell unless cross-cell moves
+            # are allowed; then the current cell is preferred, or unset for a targeted move.
+            targeted = target_host is not None
+            if target_cell is not None:
+                dest_cell: str | None = target_cell
+            elif allow_cross_cell_move and targeted:
+                dest_cell = None
+            else:
+                dest_cell = cell
+        else:
+            dest_cell = cell  # _restrict_request_spec_to_cell
+        destination = Destination(
+            host=target_host, node=target_node, cell=dest_cell,
+            allow_cross_cell_move=allow_cross_cell_move and op in CONFIRMABLE,
+        )
+
+        ignore: tuple[str, ...] = ()
+        if current_host is not None and (
+            op in ALWAYS_LEAVE_HOST or (op in CONFIRMABLE and not allow_same_host)
+        ):
+            ignore = (current_host,)
+
+        view = attrs.evolve(
+            durable,
+            flavor=flavor,
+            numa_topology=numa,
+            pci_requests=pci,
+            num_instances=1,
+            force_hosts=(),
+            force_nodes=(),
+            instance_group=group.reference(durable.instance_group) if group else None,
+            ignore_hosts=ignore,
+            requested_destination=destination,
+            retry=None,
+            network_metadata=network_metadata,
+            requested_networks=tuple(requested_networks),
+        )
+        return PreparedMove(
+            operation=op,
+            spec=view,
+            stored=stored,
+            source_database=cell,
+            old_flavor=durable.flavor,
+            group=group,
+            current_host=current_host,
+            new_flavor=new_flavor,
+            new_numa_topology=numa if op is Operation.RESIZE else None,
+            new_pci_requests=pci if op is Operation.RESIZE else (),
+            allow_cross_cell_move=allow_cross_cell_move,
+            repairs=tuple(repairs),
+        )
+
+
+
+
+    def _check_cell(self, prepared: PreparedMove, target: str) -> None:
+        if target == prepared.database:
+            return
+        op = prepared.operation
+        if op in CONFIRMABLE and prepared.allow_cross_cell_move:
+            self.store.topology.database(target)  # unknown cell: ConfigError, nothing written
+            return
+        raise CrossCellMoveError(prepared.instance_uuid, op, prepared.database, target, cell_rule(op))
+
+    def destination_selected(self, prepared: PreparedMove, *, cell: str | None = None) -> PreparedMove:
+        """The scheduler picked a destination (in ``cell``; default: the current one).
+
+        A resize or cold migration becomes durable now: one compare-and-swap (at
+        ``prepared.stored_version``) writes the new flavor, NUMA topology and PCI
+        requests of a resize together with the record of the operation (kind, source
+        database, the spec before it), as Nova's conductor saves the spec right after
+        ``select_destinations``. Then, if ``cell`` is another cell, the spec moves there
+        (only a resize or cold migration with ``allow_cross_cell_move``; anything else
+        is a CrossCellMoveError and nothing is written or moved). The other operations
+        persist nothing here."""
+        target = cell or prepared.database
+        self._check_cell(prepared, target)
+        if prepared.operation in CONFIRMABLE:
+            if prepared.started:
+                raise LifecycleError(f"instance {prepared.instance_uuid}: the {prepared.operation.value} already started")
+            before = prepared.stored.spec
+            after = before
+            if prepared.operation is Operation.RESIZE:
+                assert prepared.new_flavor is not None
+                after = attrs.evolve(
+                    before,
+                    flavor=prepared.new_flavor,
+                    numa_topology=prepared.new_numa_topology,
+                    pci_requests=prepared.new_pci_requests,
+                )
+            record = InFlightOperation(
+                kind=prepared.operation,
+                source_database=prepared.database,
+                source_host=prepared.current_host,
+                allow_cross_cell_move=prepared.allow_cross_cell_move,
+                started_at=datetime.now(UTC),
+                restore=before,
+            )
+            saved = self.store.save_with_operation(
+                after, expected_version=prepared.stored_version, operation=encode_operation(record)
+            )
+            prepared = attrs.evolve(prepared, stored=saved, started=True)
+        if target != prepared.database:
+            prepared = self._move(prepared, target)
+        return prepared
+
+    def move_to_cell(self, prepared: PreparedMove, cell: str) -> PreparedMove:
+        """Move the spec to ``cell`` under the operation's cell rule (see
+        :meth:`destination_selected`, which does this too). A resize or cold migration
+        must be started first: its record must be durable before the spec leaves."""
+        self._check_cell(prepared, cell)
+        if cell == prepared.database:
+            return prepared
+        if not prepared.started:
+            raise LifecycleError(
+                f"instance {prepared.instance_uuid}: call destination_selected first (the "
+                f"{prepared.operation.value} must be durable before the spec leaves its cell)"
+            )
+        return self._move(prepared, cell)
+
+    def _move(self, prepared: PreparedMove, cell: str) -> PreparedMove:
+        result = move_specs(self.store, [prepared.instance_uuid], cell)
+        if not result.ok:
+            raise MoveFailedError(result)
+        return attrs.evolve(prepared, stored=attrs.evolve(prepared.stored, database=cell))
 
     def save_in_flight(self, prepared: PreparedMove, **changes: Any) -> PreparedMove:
         """Persist durable ``changes`` in the middle of an operation (compare-and-swap at
         ``prepared.stored_version``) and return the operation with its in-memory fields
         (destination, ignore_hosts, retry, new flavor...) intact and the new version.
 
-        Only the stored spec plus ``changes`` is written, never the scheduler's view."""
-        _check_durable_changes(changes)
+        Only the stored spec plus ``changes`` is written, never the scheduler's view;
+        the record of an operation in flight stays as it is."""
+        check_durable_changes(prepared.instance_uuid, changes)
         durable = attrs.evolve(prepared.stored.spec, **changes)
         saved = self.store.save(durable, expected_version=prepared.stored_version)
-        owned = set(_VIEW_OWNED)
+        owned = set(VIEW_OWNED)
         if prepared.operation is Operation.RESIZE:
-            owned.add("flavor")
+            owned |= {"flavor", "numa_topology", "pci_requests"}
         if prepared.operation is Operation.UNSHELVE:
             owned.add("availability_zone")
         view = attrs.evolve(prepared.spec, **{k: v for k, v in changes.items() if k not in owned})
         return attrs.evolve(prepared, spec=view, stored=saved)
 
-    def move_to_cell(self, prepared: PreparedMove, cell: str) -> PreparedMove:
-        """The operation's destination is in ``cell``: move the spec there (the stored
-        version travels with it). Raises MoveFailedError if it did not move."""
-        result = move_specs(self.store, [prepared.instance_uuid], cell)
-        if not result.ok:
-            raise MoveFailedError(result)
-        return attrs.evolve(prepared, stored=attrs.evolve(prepared.stored, database=cell))
+    # -- the end of a resize or cold migration -------------------------------------------
 
-    def confirm_resize(self, prepared: PreparedMove) -> StoredSpec:
-        """Persist the new flavor (compare-and-swap at ``prepared.stored_version``; a write
-        since then is a ConflictError). The spec stays where it is (the target cell)."""
-        if prepared.operation is not Operation.RESIZE or prepared.new_flavor is None:
-            raise LifecycleError(f"confirm_resize of a {prepared.operation.value}")
-        spec = attrs.evolve(prepared.stored.spec, flavor=prepared.new_flavor)
-        return self.store.save(spec, expected_version=prepared.stored_version)
+    @staticmethod
+    def _key(target: str | uuid_mod.UUID | PreparedMove) -> str:
+        return target.instance_uuid if isinstance(target, PreparedMove) else normalize_uuid(target)
 
-    def revert_resize(self, prepared: PreparedMove) -> StoredSpec:
-        """Undo a resize: the spec goes back to the database it was prepared in (if the
-        resize crossed cells) and keeps - or gets back - the old flavor."""
-        if prepared.operation is not Operation.RESIZE:
-            raise LifecycleError(f"revert_resize of a {prepared.operation.value}")
-        if self.store.location(prepared.instance_uuid).database != prepared.source_database:
-            result = move_specs(self.store, [prepared.instance_uuid], prepared.source_database)
-            if not result.ok:
-                raise MoveFailedError(result)
-        current = self.store.get(prepared.instance_uuid)
-        if current.spec.flavor == prepared.old_flavor:
-            return current
-        restored = attrs.evolve(current.spec, flavor=prepared.old_flavor)
-        return self.store.save(restored, expected_version=current.version)
+    def confirm_resize(self, target: str | uuid_mod.UUID | PreparedMove) -> StoredSpec:
+        """Confirm the resize or cold migration in flight, by instance uuid alone (or the
+        PreparedMove): the new constraints stay, the record goes (one compare-and-swap,
+        re-read and retried on a lost race). The spec stays where it is. Refused
+        (OperationInFlightError) once a revert has begun."""
+        key = self._key(target)
+        for attempt in range(self.max_cas_retries + 1):
+            stored, operation = self._read(key)
+            if operation is None:
+                raise NoOperationInFlightError(key, "confirm_resize")
+            if operation.reverting:
+                raise OperationInFlightError(key, operation)
+            try:
+                return self.store.save_with_operation(stored.spec, expected_version=stored.version, operation=None)
+            except ConflictError:
+                if attempt >= self.max_cas_retries:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    # -- other durable changes -----------------------------------------------------------
+    def revert_resize(self, target: str | uuid_mod.UUID | PreparedMove) -> StoredSpec:
+        """Revert the resize or cold migration in flight, by instance uuid alone (or the
+        PreparedMove), in three steps: mark the record ``reverting`` (compare-and-swap;
+        from then on a confirm is refused), move the spec back to the database it came
+        from (with its record), and one compare-and-swap that restores the old flavor,
+        NUMA topology and PCI requests (LP #1785339) and clears the record. Safe to run
+        again after a crash at any point, from any process: the record stays with the
+        spec until that last write."""
+        key = self._key(target)
+        lost: ConflictError | None = None
+        for _attempt in range(self.max_cas_retries + 3):  # two more: the mark and the move back
+            stored, operation = self._read(key)
+            if operation is None:
+                raise NoOperationInFlightError(key, "revert_resize")
+            try:
+                if not operation.reverting:
+                    marked = attrs.evolve(operation, reverting=True)
+                    self.store.save_with_operation(
+                        stored.spec, expected_version=stored.version, operation=encode_operation(marked)
+                    )
+                    continue
+                if stored.database != operation.source_database:
+                    result = move_specs(self.store, [key], operation.source_database)
+                    if not result.ok:
+                        raise MoveFailedError(result)
+                    continue
+                old = operation.restore
+                restored = attrs.evolve(
+                    stored.spec, flavor=old.flavor, numa_topology=old.numa_topology, pci_requests=old.pci_requests
+                )
+                return self.store.save_with_operation(restored, expected_version=stored.version, operation=None)
+            except ConflictError as exc:
+                lost = exc
+        if lost is not None:
+            raise lost
+        raise LifecycleError(f"instance {key}: its spec keeps moving away from the revert's source database")
+
+    # -- rebuild and other durable changes -----------------------------------------------
 
     def rebuild(
-        self, instance_uuid: str | uuid_mod.UUID, image: ImageMeta, *, expected_version: int | None = None
-    ) -> StoredSpec:
-        """Persist the new image of a rebuild (compare-and-swap, see :meth:`update`)."""
-        return self.update(instance_uuid, expected_version=expected_version, image=image)
+        self,
+        instance_uuid: str | uuid_mod.UUID,
+        image: ImageMeta,
+        *,
+        current_host: str,
+        current_node: str | None = None,
+        numa_topology: NumaTopology | None | Unset = UNSET,
+        expected_version: int | None = None,
+        project_id: str | None = None,
+        user_id: str | None = None,
+        is_bfv: bool | None = None,
+        group_lookup: GroupLookup | None = None,
+    ) -> PreparedRebuild:
+        """Rebuild with ``image`` on ``current_host``, as Nova's API and conductor do.
+
+        A new image is persisted (compare-and-swap, with the repairs of a move) unless
+        it would change the NUMA constraints (RebuildNumaConflictError, Nova's
+        ``_validate_numa_rebuild``): ``numa_topology`` is what the caller computed for the
+        flavor and the new image; without it, a new image whose NUMA-related properties
+        differ is refused (ConstraintsRequiredError). The scheduler's check is returned
+        in memory only: forced to the current host and node, with the internal
+        ``_nova_check_type`` hint - neither is ever persisted."""
+        if not current_host:
+            raise LifecycleError("a rebuild needs current_host")
+        image_changed = False
+
+        def check_and_set(spec: RequestSpec) -> tuple[RequestSpec, list[str]]:
+            nonlocal image_changed
+            old = spec.image
+            # Nova compares image references: the same image id is no new image.
+            image_changed = not (old == image or (old is not None and old.id is not None and old.id == image.id))
+            if not image_changed:
+                return spec, []
+            old_props = relevant(spec.image.properties if spec.image else {}, NUMA_IMAGE_PROPERTIES)
+            new_props = relevant(image.properties, NUMA_IMAGE_PROPERTIES)
+            if isinstance(numa_topology, Unset):
+                changed = changed_keys(old_props, new_props)
+                if changed:
+                    raise ConstraintsRequiredError(
+                        spec.instance_uuid, "numa_topology",
+                        f"the new image changes {', '.join(changed)}; pass the topology Nova's "
+                        "hardware.numa_get_constraints gives for the flavor and the new image",
+                    )
+            elif numa_topology != spec.numa_topology:
+                raise RebuildNumaConflictError(spec.instance_uuid, image.id)
+            return attrs.evolve(spec, image=image), []
+
+        stored, group, repairs = self._load_repair_persist(
+            instance_uuid, group_lookup, {"project_id": project_id, "user_id": user_id, "is_bfv": is_bfv},
+            change=check_and_set, expected_version=expected_version, schedules=lambda: image_changed,
+        )
+        if not image_changed:  # rebuilt in place, without the scheduler
+            return PreparedRebuild(stored=stored, spec=None, repairs=tuple(repairs))
+        durable = stored.spec
+        view = attrs.evolve(
+            durable,
+            num_instances=1,
+            scheduler_hints={**durable.scheduler_hints, "_nova_check_type": ("rebuild",)},
+            force_hosts=(current_host,),
+            force_nodes=(current_node or current_host,),
+            instance_group=group.reference(durable.instance_group) if group else None,
+            requested_destination=Destination(cell=stored.database),
+        )
+        return PreparedRebuild(stored=stored, spec=view, repairs=tuple(repairs))
 
     def update(
         self, instance_uuid: str | uuid_mod.UUID, *, expected_version: int | None = None, **changes: Any
     ) -> StoredSpec:
-        """Persist durable ``changes`` (e.g. ``availability_zone`` after an unshelve).
+        """Persist durable ``changes``.
 
         With ``expected_version`` it is one compare-and-swap: ConflictError if the stored
         spec changed since. Without, it reads the current version and retries a lost
         compare-and-swap up to ``max_cas_retries`` times (the changes are absolute
         values, so re-applying them is safe)."""
-        _check_durable_changes(changes)
+        key = normalize_uuid(instance_uuid)
+        check_durable_changes(key, changes)
         attempts = 1 if expected_version is not None else self.max_cas_retries + 1
         for attempt in range(attempts):
-            current = self.store.get(instance_uuid)
+            current = self.store.get(key)
             spec = attrs.evolve(without_per_operation(current.spec), **changes)
             version = current.version if expected_version is None else expected_version
             try:
@@ -465,5 +639,6 @@ class Lifecycle:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def delete(self, instance_uuid: str | uuid_mod.UUID) -> bool:
-        """Remove the spec and its location wherever they are; False if already gone."""
+        """Remove the spec and its location wherever they are (with any operation in
+        flight); False if already gone."""
         return self.store.destroy(instance_uuid)

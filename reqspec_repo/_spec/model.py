@@ -1,4 +1,5 @@
-"""The RequestSpec model: immutable attrs classes mirroring Nova's RequestSpec 1.15.
+"""The RequestSpec model: immutable attrs classes mirroring Nova's RequestSpec 1.15
+(Nova 34.0.0) and every object it persists, field for field (see docs/devref.md).
 
 Every class is frozen (``attrs.frozen``: slots, no attribute assignment). Sequences are
 tuples and sets are frozensets. Mappings (``extra_specs``, ``scheduler_hints``, image
@@ -17,18 +18,19 @@ scheduling operation and are never persisted; :func:`without_per_operation` rese
 
 from __future__ import annotations
 
-import math
-import re
 import uuid as _uuid
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, Final, TypeAlias
 
 import attrs
 
-from .._errors import SpecValidationError
+from .rules import INT_MAX, INT_MIN, MAX_JSON_DEPTH, Kind, canonical_uuid, rule
 
 __all__ = [
+    "INT_MAX",
+    "INT_MIN",
+    "MAX_JSON_DEPTH",
     "PER_OPERATION_FIELDS",
     "Destination",
     "Flavor",
@@ -36,6 +38,12 @@ __all__ = [
     "InstanceGroupRef",
     "JsonValue",
     "Limits",
+    "MEMPAGES_ANY",
+    "MEMPAGES_LARGE",
+    "MEMPAGES_SMALL",
+    "NumaLimits",
+    "UNKNOWN",
+    "VirtCpuTopology",
     "NetworkMetadata",
     "NumaCell",
     "NumaTopology",
@@ -47,249 +55,31 @@ __all__ = [
     "SchedulerRetry",
     "canonical_uuid",
     "durable_fields",
+    "heal_unknown",
     "without_per_operation",
 ]
 
 #: A JSON value as stored in image properties. Arrays are lists (not tuples) so that a
 #: decoded document compares equal to what was encoded.
-_FLOAT_EXACT_LIMIT = float(2**53)
-
 JsonValue: TypeAlias = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 
-#: Largest integer accepted anywhere (PostgreSQL bigint / orjson signed 64-bit range).
-INT_MAX: Final = (1 << 63) - 1
-INT_MIN: Final = -(1 << 63)
-#: Deepest nesting accepted inside an image property value.
-MAX_JSON_DEPTH: Final = 64
 
-_Validator: TypeAlias = Callable[[Any, Any, Any], None]
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-
-
-def _tname(value: object) -> str:
-    return type(value).__name__
-
-
-# --- validators ---------------------------------------------------------------------------
-# Each factory takes the field path used in SpecValidationError. Type checks use exact
-# classes (``type(v) is int``) so that bools are not taken for integers.
-
-
-def _int(path: str, *, minimum: int = 0, optional: bool = False) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not int:
-            if value is None and optional:
-                return
-            raise SpecValidationError(path, f"must be an integer, got {_tname(value)}")
-        if value < minimum:
-            raise SpecValidationError(path, f"must be >= {minimum}, got {value}")
-        if value > INT_MAX:
-            raise SpecValidationError(path, f"must be <= {INT_MAX}, got {value}")
-
-    return check
-
-
-def _str(path: str, *, optional: bool = False) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not str and not (optional and value is None):
-            raise SpecValidationError(path, f"must be a string, got {_tname(value)}")
-
-    return check
-
-
-def _bool(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not bool:
-            raise SpecValidationError(path, f"must be a bool, got {_tname(value)}")
-
-    return check
-
-
-def _instance(path: str, cls: type, *, optional: bool = False) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if not isinstance(value, cls) and not (optional and value is None):
-            raise SpecValidationError(path, f"must be a {cls.__name__}, got {_tname(value)}")
-
-    return check
-
-
-def _str_tuple(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not tuple:
-            raise SpecValidationError(path, f"must be a tuple of strings, got {_tname(value)}")
-        for item in value:
-            if type(item) is not str:
-                raise SpecValidationError(path, f"must contain only strings, got {_tname(item)}")
-
-    return check
-
-
-def _instance_tuple(path: str, cls: type) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not tuple:
-            raise SpecValidationError(path, f"must be a tuple, got {_tname(value)}")
-        for item in value:
-            if not isinstance(item, cls):
-                raise SpecValidationError(
-                    path, f"must contain only {cls.__name__} objects, got {_tname(item)}"
-                )
-
-    return check
-
-
-def _check_str_map(path: str, value: object) -> None:
-    if not isinstance(value, Mapping):
-        raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
-    for key, item in value.items():
-        if type(key) is not str or type(item) is not str:
-            raise SpecValidationError(path, f"must map strings to strings, got {key!r}: {item!r}")
-
-
-def _str_map(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        _check_str_map(path, value)
-
-    return check
-
-
-def _int_set(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not frozenset:
-            raise SpecValidationError(path, f"must be a frozenset of integers, got {_tname(value)}")
-        for item in value:
-            if type(item) is not int or not 0 <= item <= INT_MAX:
-                raise SpecValidationError(path, f"must contain non-negative integers, got {item!r}")
-
-    return check
-
-
-def _str_set(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not frozenset or any(type(i) is not str for i in value):
-            raise SpecValidationError(path, "must be a frozenset of strings")
-
-    return check
-
-
-def _float(path: str, *, minimum: float = 0.0) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if type(value) is not float and type(value) is not int:
-            raise SpecValidationError(path, f"must be a number, got {_tname(value)}")
-        if not math.isfinite(value) or value < minimum:
-            raise SpecValidationError(path, f"must be a finite number >= {minimum}, got {value}")
-
-    return check
-
-
-def _json_problem(value: object, where: str, depth: int) -> str | None:
-    """Describe why ``value`` is not a storable JSON value, or return None if it is."""
-    cls = type(value)
-    if cls is str or cls is bool or value is None:
-        return None
-    if isinstance(value, int) and cls is int:
-        return None if INT_MIN <= value <= INT_MAX else f"{where}: integer out of 64-bit range"
-    if isinstance(value, float) and cls is float:
-        if not math.isfinite(value):
-            return f"{where}: non-finite float"
-        # jsonb stores numbers as numeric and prints large ones without an exponent; past
-        # 2**53 such a float would come back as a different (or unparseable) integer.
-        if abs(value) >= _FLOAT_EXACT_LIMIT:
-            return f"{where}: float {value!r} is too large to store exactly (use a string)"
-        return None
-    if depth >= MAX_JSON_DEPTH:
-        return f"{where}: nested deeper than {MAX_JSON_DEPTH} levels"
-    if isinstance(value, list) and cls is list:
-        for i, item in enumerate(value):
-            problem = _json_problem(item, f"{where}[{i}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, dict) and cls is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                return f"{where}: object key {key!r} is not a string"
-            problem = _json_problem(item, f"{where}[{key!r}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"{where}: {cls.__name__} is not a JSON value (use str, int, float, bool, None, list, dict)"
-
-
-def _json_map(path: str) -> _Validator:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if not isinstance(value, Mapping):
-            raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
-        for key, item in value.items():
-            if type(key) is not str:
-                raise SpecValidationError(path, f"keys must be strings, got {key!r}")
-            problem = _json_problem(item, f"[{key!r}]", 1)
-            if problem:
-                raise SpecValidationError(path, problem)
-
-    return check
-
-
-# --- converters (named functions so that mypy's attrs plugin can type __init__) -------------
-
-
-def _canonical_uuid(path: str, value: object) -> str:
-    if type(value) is str and _CANONICAL_UUID.match(value):
-        return value
-    if isinstance(value, _uuid.UUID):
-        return str(value)
-    if not isinstance(value, str):
-        raise SpecValidationError(path, f"must be a UUID string, got {_tname(value)}")
-    try:
-        return str(_uuid.UUID(value))
-    except ValueError:
-        raise SpecValidationError(path, f"{value!r} is not a uuid") from None
-
-
-def canonical_uuid(value: str | _uuid.UUID, field: str = "uuid") -> str:
-    """Return ``value`` as a canonical lowercase UUID string, or raise SpecValidationError."""
-    return _canonical_uuid(field, value)
-
-
-def _conv_instance_uuid(value: str | _uuid.UUID) -> str:
-    return _canonical_uuid("instance_uuid", value)
-
-
-def _conv_image_id(value: str | _uuid.UUID | None) -> str | None:
-    return None if value is None else _canonical_uuid("image.id", value)
-
-
-def _conv_pci_request_id(value: str | _uuid.UUID | None) -> str | None:
-    return None if value is None else _canonical_uuid("pci_requests[].request_id", value)
-
-
-def _conv_group_uuid(value: str | _uuid.UUID) -> str:
-    return _canonical_uuid("instance_group.uuid", value)
-
-
-def _conv_float(value: float) -> float:
-    # ints become floats so that a decoded document re-encodes byte for byte
-    return float(value) if type(value) is int else value
-
-
-def _aware_utc(path: str, value: object) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise SpecValidationError(path, f"must be a datetime or None, got {_tname(value)}")
-    if value.tzinfo is UTC:
-        return value
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise SpecValidationError(path, "must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-def _conv_created_at(value: datetime | None) -> datetime | None:
-    return _aware_utc("image.created_at", value)
-
-
-def _conv_updated_at(value: datetime | None) -> datetime | None:
-    return _aware_utc("image.updated_at", value)
+# --- Nova's sentinel values -------------------------------------------------------------
+
+#: ``NumaCell.pagesize`` for ``hw:mem_page_size=small`` (nova/virt/hardware.py MEMPAGES_SMALL).
+MEMPAGES_SMALL: Final = -1
+#: ``NumaCell.pagesize`` for ``hw:mem_page_size=large`` (MEMPAGES_LARGE).
+MEMPAGES_LARGE: Final = -2
+#: ``NumaCell.pagesize`` for ``hw:mem_page_size=any`` (MEMPAGES_ANY).
+MEMPAGES_ANY: Final = -3
+#: ``RequestSpec.is_bfv`` / ``project_id`` / ``user_id`` not known (rows older than the
+#: RequestSpec version that added them, until healed from the instance).
+UNKNOWN: Final = None
+
+
+def _opt(kind: Kind, path: str, **kw: Any) -> dict[str, Any]:
+    """attrs.field arguments of a nullable field (``default=None`` stays visible to mypy)."""
+    return rule(kind, path, optional=True, **kw)
 
 
 # --- durable parts ------------------------------------------------------------------------
@@ -297,138 +87,201 @@ def _conv_updated_at(value: datetime | None) -> datetime | None:
 
 @attrs.frozen(kw_only=True)
 class Flavor:
-    """The flavor the instance was (or is to be) built with."""
+    """The flavor the instance was (or is to be) built with (Nova Flavor 1.2)."""
 
-    flavorid: str = attrs.field(validator=_str("flavor.flavorid"))
-    name: str = attrs.field(validator=_str("flavor.name"))
-    memory_mb: int = attrs.field(validator=_int("flavor.memory_mb", minimum=1))
-    vcpus: int = attrs.field(validator=_int("flavor.vcpus", minimum=1))
-    root_gb: int = attrs.field(default=0, validator=_int("flavor.root_gb"))
-    ephemeral_gb: int = attrs.field(default=0, validator=_int("flavor.ephemeral_gb"))
-    swap: int = attrs.field(default=0, validator=_int("flavor.swap"))
-    rxtx_factor: float = attrs.field(
-        default=1.0, converter=_conv_float, validator=_float("flavor.rxtx_factor")
+    flavorid: str = attrs.field(**rule("str", "flavor.flavorid"))
+    name: str | None = attrs.field(**rule("str", "flavor.name", optional=True))
+    memory_mb: int = attrs.field(**rule("int", "flavor.memory_mb", minimum=1))
+    vcpus: int = attrs.field(**rule("int", "flavor.vcpus", minimum=1))
+    root_gb: int = attrs.field(default=0, **rule("int", "flavor.root_gb"))
+    ephemeral_gb: int = attrs.field(default=0, **rule("int", "flavor.ephemeral_gb"))
+    swap: int = attrs.field(default=0, **rule("int", "flavor.swap"))
+    rxtx_factor: float | None = attrs.field(
+        default=1.0, **rule("float", "flavor.rxtx_factor", optional=True)
     )
-    vcpu_weight: int | None = attrs.field(
-        default=None, validator=_int("flavor.vcpu_weight", optional=True)
-    )
-    is_public: bool = attrs.field(default=True, validator=_bool("flavor.is_public"))
+    vcpu_weight: int | None = attrs.field(default=None, **_opt("int", "flavor.vcpu_weight"))
+    is_public: bool = attrs.field(default=True, **rule("bool", "flavor.is_public"))
     extra_specs: Mapping[str, str] = attrs.field(
-        factory=dict, validator=_str_map("flavor.extra_specs")
+        factory=dict, **rule("strmap", "flavor.extra_specs")
     )
+    #: Nova's database id of the flavor (None: not known).
+    id: int | None = attrs.field(default=None, **_opt("int", "flavor.id"))
+    disabled: bool = attrs.field(default=False, **rule("bool", "flavor.disabled"))
+    #: Projects that may use a private flavor.
+    projects: tuple[str, ...] = attrs.field(default=(), **rule("strtuple", "flavor.projects"))
+    description: str | None = attrs.field(default=None, **_opt("str", "flavor.description"))
+    created_at: datetime | None = attrs.field(default=None, **_opt("datetime", "flavor.created_at"))
+    updated_at: datetime | None = attrs.field(default=None, **_opt("datetime", "flavor.updated_at"))
+    deleted_at: datetime | None = attrs.field(default=None, **_opt("datetime", "flavor.deleted_at"))
+    deleted: bool = attrs.field(default=False, **rule("bool", "flavor.deleted"))
 
 
 @attrs.frozen(kw_only=True)
 class ImageMeta:
-    """Image metadata; ``properties`` is an open mapping of JSON values."""
+    """Image metadata (Nova ImageMeta 1.8); ``properties`` holds the ImageMetaProps
+    fields as an open mapping of JSON values. None means "not set"."""
 
-    id: str | None = attrs.field(default=None, converter=_conv_image_id)
-    name: str | None = attrs.field(default=None, validator=_str("image.name", optional=True))
-    status: str | None = attrs.field(default=None, validator=_str("image.status", optional=True))
-    checksum: str | None = attrs.field(
-        default=None, validator=_str("image.checksum", optional=True)
-    )
-    owner: str | None = attrs.field(default=None, validator=_str("image.owner", optional=True))
-    size: int | None = attrs.field(default=None, validator=_int("image.size", optional=True))
-    virtual_size: int | None = attrs.field(
-        default=None, validator=_int("image.virtual_size", optional=True)
-    )
-    container_format: str | None = attrs.field(
-        default=None, validator=_str("image.container_format", optional=True)
-    )
-    disk_format: str | None = attrs.field(
-        default=None, validator=_str("image.disk_format", optional=True)
-    )
-    min_ram: int = attrs.field(default=0, validator=_int("image.min_ram"))
-    min_disk: int = attrs.field(default=0, validator=_int("image.min_disk"))
-    created_at: datetime | None = attrs.field(default=None, converter=_conv_created_at)
-    updated_at: datetime | None = attrs.field(default=None, converter=_conv_updated_at)
+    id: str | None = attrs.field(default=None, **_opt("uuid", "image.id"))
+    name: str | None = attrs.field(default=None, **_opt("str", "image.name"))
+    status: str | None = attrs.field(default=None, **_opt("str", "image.status"))
+    checksum: str | None = attrs.field(default=None, **_opt("str", "image.checksum"))
+    owner: str | None = attrs.field(default=None, **_opt("str", "image.owner"))
+    size: int | None = attrs.field(default=None, **_opt("int", "image.size"))
+    virtual_size: int | None = attrs.field(default=None, **_opt("int", "image.virtual_size"))
+    container_format: str | None = attrs.field(default=None, **_opt("str", "image.container_format"))
+    disk_format: str | None = attrs.field(default=None, **_opt("str", "image.disk_format"))
+    min_ram: int = attrs.field(default=0, **rule("int", "image.min_ram"))
+    min_disk: int = attrs.field(default=0, **rule("int", "image.min_disk"))
+    created_at: datetime | None = attrs.field(default=None, **_opt("datetime", "image.created_at"))
+    updated_at: datetime | None = attrs.field(default=None, **_opt("datetime", "image.updated_at"))
     properties: Mapping[str, JsonValue] = attrs.field(
-        factory=dict, validator=_json_map("image.properties")
+        factory=dict, **rule("jsonmap", "image.properties")
     )
+    visibility: str | None = attrs.field(default=None, **_opt("str", "image.visibility"))
+    protected: bool | None = attrs.field(default=None, **_opt("bool", "image.protected"))
+    tags: tuple[str, ...] | None = attrs.field(default=None, **_opt("strtuple", "image.tags"))
+    direct_url: str | None = attrs.field(default=None, **_opt("str", "image.direct_url"))
+
+
+@attrs.frozen(kw_only=True)
+class VirtCpuTopology:
+    """A guest CPU topology (Nova VirtCPUTopology 1.0)."""
+
+    sockets: int | None = attrs.field(default=1, **rule("int", "cpu_topology.sockets", optional=True, minimum=1))
+    cores: int | None = attrs.field(default=1, **rule("int", "cpu_topology.cores", optional=True, minimum=1))
+    threads: int | None = attrs.field(default=1, **rule("int", "cpu_topology.threads", optional=True, minimum=1))
 
 
 @attrs.frozen(kw_only=True)
 class NumaCell:
-    """One guest NUMA cell."""
+    """One guest NUMA cell (Nova InstanceNUMACell 1.6).
 
-    id: int = attrs.field(validator=_int("numa_topology.cells[].id"))
+    ``pagesize`` is a page size in KiB or one of :data:`MEMPAGES_SMALL`,
+    :data:`MEMPAGES_LARGE`, :data:`MEMPAGES_ANY`. Dedicated (pinned) CPUs are in
+    ``pcpuset``, shared ones in ``cpuset``.
+    """
+
+    id: int = attrs.field(**rule("int", "numa_topology.cells[].id"))
     cpuset: frozenset[int] = attrs.field(
-        factory=frozenset, validator=_int_set("numa_topology.cells[].cpuset")
+        factory=frozenset, **rule("intset", "numa_topology.cells[].cpuset")
     )
     pcpuset: frozenset[int] = attrs.field(
-        factory=frozenset, validator=_int_set("numa_topology.cells[].pcpuset")
+        factory=frozenset, **rule("intset", "numa_topology.cells[].pcpuset")
     )
-    memory: int = attrs.field(validator=_int("numa_topology.cells[].memory"))
+    memory: int = attrs.field(**rule("int", "numa_topology.cells[].memory"))
     pagesize: int | None = attrs.field(
-        default=None, validator=_int("numa_topology.cells[].pagesize", optional=True)
+        default=None, **_opt("int", "numa_topology.cells[].pagesize", minimum=MEMPAGES_ANY)
     )
-    cpu_policy: str | None = attrs.field(
-        default=None, validator=_str("numa_topology.cells[].cpu_policy", optional=True)
+    cpu_policy: str | None = attrs.field(default=None, **_opt("str", "numa_topology.cells[].cpu_policy"))
+    cpu_thread_policy: str | None = attrs.field(
+        default=None, **_opt("str", "numa_topology.cells[].cpu_thread_policy")
+    )
+    #: Host CPUs reserved for emulator threads (``hw:emulator_threads_policy=isolate``).
+    cpuset_reserved: frozenset[int] | None = attrs.field(
+        default=None, **_opt("intset", "numa_topology.cells[].cpuset_reserved")
+    )
+    cpu_topology: VirtCpuTopology | None = attrs.field(
+        default=None, **_opt("obj", "numa_topology.cells[].cpu_topology", of=VirtCpuTopology)
+    )
+    #: Guest CPU -> host CPU (Nova's ``cpu_pinning_raw``; keys are CPU numbers as text).
+    cpu_pinning_raw: Mapping[str, int] | None = attrs.field(
+        default=None, **_opt("intmap", "numa_topology.cells[].cpu_pinning_raw")
     )
 
 
 @attrs.frozen(kw_only=True)
 class NumaTopology:
-    """The requested guest NUMA topology."""
+    """The requested guest NUMA topology (Nova InstanceNUMATopology 1.3)."""
 
     cells: tuple[NumaCell, ...] = attrs.field(
-        default=(), validator=_instance_tuple("numa_topology.cells", NumaCell)
+        default=(), **rule("objs", "numa_topology.cells", of=NumaCell)
     )
-
-
-def _check_pci_spec(_inst: object, _attr: object, value: object) -> None:
-    if type(value) is not tuple:
-        raise SpecValidationError("pci_requests[].spec", f"must be a tuple, got {_tname(value)}")
-    for item in value:
-        _check_str_map("pci_requests[].spec", item)
+    emulator_threads_policy: str | None = attrs.field(
+        default=None, **_opt("str", "numa_topology.emulator_threads_policy")
+    )
+    #: Nova's database id of the topology (None: not set).
+    id: int | None = attrs.field(default=None, **_opt("int", "numa_topology.id"))
+    instance_uuid: str | None = attrs.field(default=None, **_opt("uuid", "numa_topology.instance_uuid"))
 
 
 @attrs.frozen(kw_only=True)
 class PciRequest:
-    """A request for PCI devices (``spec`` is a tuple of str->str matchers)."""
+    """A request for PCI devices (Nova InstancePCIRequest 1.4).
 
-    count: int = attrs.field(validator=_int("pci_requests[].count", minimum=1))
-    spec: tuple[Mapping[str, str], ...] = attrs.field(default=(), validator=_check_pci_spec)
-    alias_name: str | None = attrs.field(
-        default=None, validator=_str("pci_requests[].alias_name", optional=True)
+    ``spec`` is a tuple of matchers mapping strings to strings or None (Nova writes
+    ``physical_network: None`` for a port on a tunneled network). ``requester_id`` is the
+    Neutron port of an SR-IOV request.
+    """
+
+    count: int = attrs.field(**rule("int", "pci_requests[].count", minimum=1))
+    spec: tuple[Mapping[str, str | None], ...] = attrs.field(
+        default=(), **rule("maptuple", "pci_requests[].spec")
     )
-    request_id: str | None = attrs.field(default=None, converter=_conv_pci_request_id)
-    numa_policy: str | None = attrs.field(
-        default=None, validator=_str("pci_requests[].numa_policy", optional=True)
+    alias_name: str | None = attrs.field(default=None, **_opt("str", "pci_requests[].alias_name"))
+    request_id: str | None = attrs.field(default=None, **_opt("uuid", "pci_requests[].request_id"))
+    numa_policy: str | None = attrs.field(default=None, **_opt("str", "pci_requests[].numa_policy"))
+    requester_id: str | None = attrs.field(default=None, **_opt("str", "pci_requests[].requester_id"))
+    is_new: bool = attrs.field(default=False, **rule("bool", "pci_requests[].is_new"))
+
+
+@attrs.frozen(kw_only=True)
+class NetworkMetadata:
+    """Physical networks and tunnelling needed by the requested networks."""
+
+    physnets: frozenset[str] = attrs.field(
+        factory=frozenset, **rule("strset", "network_metadata.physnets")
+    )
+    tunneled: bool = attrs.field(default=False, **rule("bool", "network_metadata.tunneled"))
+
+
+@attrs.frozen(kw_only=True)
+class NumaLimits:
+    """NUMA limits of the chosen host (Nova NUMATopologyLimits 1.1)."""
+
+    cpu_allocation_ratio: float = attrs.field(
+        **rule("float", "limits.numa_topology.cpu_allocation_ratio")
+    )
+    ram_allocation_ratio: float = attrs.field(
+        **rule("float", "limits.numa_topology.ram_allocation_ratio")
+    )
+    network_metadata: NetworkMetadata | None = attrs.field(
+        default=None, **_opt("obj", "limits.numa_topology.network_metadata", of=NetworkMetadata)
     )
 
 
 @attrs.frozen(kw_only=True)
 class Limits:
-    """Resource limits; None means unlimited."""
+    """Resource limits (Nova SchedulerLimits 1.0); None means unlimited."""
 
-    vcpu: int | None = attrs.field(default=None, validator=_int("limits.vcpu", optional=True))
-    disk_gb: int | None = attrs.field(
-        default=None, validator=_int("limits.disk_gb", optional=True)
-    )
-    memory_mb: int | None = attrs.field(
-        default=None, validator=_int("limits.memory_mb", optional=True)
+    vcpu: int | None = attrs.field(default=None, **_opt("int", "limits.vcpu"))
+    disk_gb: int | None = attrs.field(default=None, **_opt("int", "limits.disk_gb"))
+    memory_mb: int | None = attrs.field(default=None, **_opt("int", "limits.memory_mb"))
+    numa_topology: NumaLimits | None = attrs.field(
+        default=None, **_opt("obj", "limits.numa_topology", of=NumaLimits)
     )
 
 
 @attrs.frozen(kw_only=True)
 class InstanceGroupRef:
-    """A *reference* to a server group: never its members or hosts.
+    """A *reference* to a server group (Nova InstanceGroup 1.11): never its members or
+    hosts, which Nova itself does not persist in a spec.
 
     Build it from a full group with :meth:`from_group`, which drops members and hosts.
     """
 
-    uuid: str = attrs.field(converter=_conv_group_uuid)
-    name: str | None = attrs.field(
-        default=None, validator=_str("instance_group.name", optional=True)
-    )
-    policy: str | None = attrs.field(
-        default=None, validator=_str("instance_group.policy", optional=True)
-    )
+    uuid: str = attrs.field(**rule("uuid", "instance_group.uuid"))
+    name: str | None = attrs.field(default=None, **_opt("str", "instance_group.name"))
+    policy: str | None = attrs.field(default=None, **_opt("str", "instance_group.policy"))
     rules: Mapping[str, str] = attrs.field(
-        factory=dict, validator=_str_map("instance_group.rules")
+        factory=dict, **rule("strmap", "instance_group.rules")
     )
+    id: int | None = attrs.field(default=None, **_opt("int", "instance_group.id"))
+    user_id: str | None = attrs.field(default=None, **_opt("str", "instance_group.user_id"))
+    project_id: str | None = attrs.field(default=None, **_opt("str", "instance_group.project_id"))
+    created_at: datetime | None = attrs.field(default=None, **_opt("datetime", "instance_group.created_at"))
+    updated_at: datetime | None = attrs.field(default=None, **_opt("datetime", "instance_group.updated_at"))
+    deleted_at: datetime | None = attrs.field(default=None, **_opt("datetime", "instance_group.deleted_at"))
+    deleted: bool = attrs.field(default=False, **rule("bool", "instance_group.deleted"))
 
     @classmethod
     def from_group(
@@ -443,7 +296,10 @@ class InstanceGroupRef:
     ) -> InstanceGroupRef:
         """Reference a full group; ``members`` and ``hosts`` are accepted and dropped."""
         del members, hosts  # deliberately not persisted
-        return cls(uuid=uuid, name=name, policy=policy, rules=dict(rules or {}))
+        return cls(
+            uuid=canonical_uuid(uuid, "instance_group.uuid"), name=name, policy=policy,
+            rules=dict(rules or {}),
+        )
 
 
 # --- per-operation parts (never persisted) --------------------------------------------------
@@ -453,26 +309,27 @@ class InstanceGroupRef:
 class SchedulerRetry:
     """Retry bookkeeping of one scheduling operation."""
 
-    num_attempts: int = attrs.field(default=0, validator=_int("retry.num_attempts"))
+    num_attempts: int = attrs.field(default=0, **rule("int", "retry.num_attempts"))
     #: (host, node) pairs already tried.
     hosts: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen(kw_only=True)
 class Destination:
-    """A destination requested for one operation (e.g. a targeted live migration)."""
+    """A destination requested for one operation (Nova Destination 1.4), e.g. a targeted
+    live migration, or a cross-cell resize allowed by policy."""
 
-    host: str | None = attrs.field(
-        default=None, validator=_str("requested_destination.host", optional=True)
-    )
-    node: str | None = attrs.field(
-        default=None, validator=_str("requested_destination.node", optional=True)
-    )
-    cell: str | None = attrs.field(
-        default=None, validator=_str("requested_destination.cell", optional=True)
-    )
+    host: str | None = attrs.field(default=None, **_opt("str", "requested_destination.host"))
+    node: str | None = attrs.field(default=None, **_opt("str", "requested_destination.node"))
+    cell: str | None = attrs.field(default=None, **_opt("str", "requested_destination.cell"))
     aggregates: tuple[str, ...] = attrs.field(
-        default=(), validator=_str_tuple("requested_destination.aggregates")
+        default=(), **rule("strtuple", "requested_destination.aggregates")
+    )
+    allow_cross_cell_move: bool = attrs.field(
+        default=False, **rule("bool", "requested_destination.allow_cross_cell_move")
+    )
+    forbidden_aggregates: frozenset[str] = attrs.field(
+        factory=frozenset, **rule("strset", "requested_destination.forbidden_aggregates")
     )
 
 
@@ -484,32 +341,32 @@ class RequestGroup:
     use_same_provider: bool = True
     resources: Mapping[str, int] = attrs.field(factory=dict)
     required_traits: frozenset[str] = attrs.field(
-        factory=frozenset, validator=_str_set("requested_resources[].required_traits")
+        factory=frozenset, **rule("strset", "requested_resources[].required_traits")
     )
     forbidden_traits: frozenset[str] = attrs.field(
-        factory=frozenset, validator=_str_set("requested_resources[].forbidden_traits")
+        factory=frozenset, **rule("strset", "requested_resources[].forbidden_traits")
     )
     in_tree: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class NetworkMetadata:
-    """Physical networks and tunnelling needed by the requested networks."""
-
-    physnets: tuple[str, ...] = attrs.field(
-        default=(), validator=_str_tuple("network_metadata.physnets")
+    aggregates: tuple[tuple[str, ...], ...] = ()
+    forbidden_aggregates: frozenset[str] = attrs.field(
+        factory=frozenset, **rule("strset", "requested_resources[].forbidden_aggregates")
     )
-    tunneled: bool = attrs.field(default=False, validator=_bool("network_metadata.tunneled"))
+    provider_uuids: tuple[str, ...] = attrs.field(
+        default=(), **rule("strtuple", "requested_resources[].provider_uuids")
+    )
 
 
 @attrs.frozen(kw_only=True)
 class RequestedNetwork:
-    """One requested network / port."""
+    """One requested network / port (Nova NetworkRequest 1.3)."""
 
     network_id: str | None = None
     address: str | None = None
     port_id: str | None = None
     tag: str | None = None
+    pci_request_id: str | None = None
+    arq_uuid: str | None = None
+    device_profile: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -517,10 +374,10 @@ class RequestLevelParams:
     """Placement parameters that apply to the whole request."""
 
     root_required: frozenset[str] = attrs.field(
-        factory=frozenset, validator=_str_set("request_level_params.root_required")
+        factory=frozenset, **rule("strset", "request_level_params.root_required")
     )
     root_forbidden: frozenset[str] = attrs.field(
-        factory=frozenset, validator=_str_set("request_level_params.root_forbidden")
+        factory=frozenset, **rule("strset", "request_level_params.root_forbidden")
     )
     same_subtree: tuple[tuple[str, ...], ...] = ()
 
@@ -530,58 +387,56 @@ class RequestLevelParams:
 
 @attrs.frozen(kw_only=True)
 class RequestSpec:
-    """The scheduling request of one instance (durable part plus per-operation part)."""
+    """The scheduling request of one instance (durable part plus per-operation part).
+
+    ``project_id``, ``user_id`` and ``is_bfv`` are None ("unknown", :data:`UNKNOWN`) for
+    rows older than the Nova version that started storing them, until healed from the
+    instance (as Nova's ``ensure_project_and_user_id`` and its is_bfv heal do).
+    ``unknown_nova_fields`` keeps, verbatim, the fields of newer Nova object versions that
+    this model does not know, keyed by the object's path (``""`` for the spec itself,
+    ``"flavor"``, ``"numa_topology.cells[0]"``...); they are written back on export.
+    """
 
     # durable
-    instance_uuid: str = attrs.field(converter=_conv_instance_uuid)
-    project_id: str = attrs.field(validator=_str("project_id"))
-    user_id: str = attrs.field(validator=_str("user_id"))
-    availability_zone: str | None = attrs.field(
-        default=None, validator=_str("availability_zone", optional=True)
-    )
-    num_instances: int = attrs.field(default=1, validator=_int("num_instances", minimum=1))
-    flavor: Flavor = attrs.field(validator=_instance("flavor", Flavor))
-    image: ImageMeta | None = attrs.field(
-        default=None, validator=_instance("image", ImageMeta, optional=True)
-    )
+    instance_uuid: str = attrs.field(**rule("uuid", "instance_uuid"))
+    project_id: str | None = attrs.field(**rule("str", "project_id", optional=True))
+    user_id: str | None = attrs.field(**rule("str", "user_id", optional=True))
+    availability_zone: str | None = attrs.field(default=None, **_opt("str", "availability_zone"))
+    num_instances: int = attrs.field(default=1, **rule("int", "num_instances", minimum=1))
+    flavor: Flavor = attrs.field(**rule("obj", "flavor", of=Flavor))
+    image: ImageMeta | None = attrs.field(default=None, **_opt("obj", "image", of=ImageMeta))
     numa_topology: NumaTopology | None = attrs.field(
-        default=None, validator=_instance("numa_topology", NumaTopology, optional=True)
+        default=None, **_opt("obj", "numa_topology", of=NumaTopology)
     )
     pci_requests: tuple[PciRequest, ...] = attrs.field(
-        default=(), validator=_instance_tuple("pci_requests", PciRequest)
+        default=(), **rule("objs", "pci_requests", of=PciRequest)
     )
-    force_hosts: tuple[str, ...] = attrs.field(default=(), validator=_str_tuple("force_hosts"))
-    force_nodes: tuple[str, ...] = attrs.field(default=(), validator=_str_tuple("force_nodes"))
-    limits: Limits = attrs.field(factory=Limits, validator=_instance("limits", Limits))
+    force_hosts: tuple[str, ...] = attrs.field(default=(), **rule("strtuple", "force_hosts"))
+    force_nodes: tuple[str, ...] = attrs.field(default=(), **rule("strtuple", "force_nodes"))
+    limits: Limits = attrs.field(factory=Limits, **rule("obj", "limits", of=Limits))
     instance_group: InstanceGroupRef | None = attrs.field(
-        default=None, validator=_instance("instance_group", InstanceGroupRef, optional=True)
+        default=None, **_opt("obj", "instance_group", of=InstanceGroupRef)
     )
-    scheduler_hints: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    scheduler_hints: Mapping[str, tuple[str, ...]] = attrs.field(
+        factory=dict, **rule("hints", "scheduler_hints")
+    )
+    #: Security group names, or uuids (Nova keeps a uuid-like entry in the uuid field).
     security_groups: tuple[str, ...] = attrs.field(
-        default=(), validator=_str_tuple("security_groups")
+        default=(), **rule("strtuple", "security_groups")
     )
-    is_bfv: bool = attrs.field(default=False, validator=_bool("is_bfv"))
+    is_bfv: bool | None = attrs.field(default=False, **rule("bool", "is_bfv", optional=True))
+    unknown_nova_fields: Mapping[str, JsonValue] = attrs.field(
+        factory=dict, **rule("jsonmap", "unknown_nova_fields")
+    )
 
     # per-operation (never persisted; see PER_OPERATION_FIELDS)
     retry: SchedulerRetry | None = None
-    ignore_hosts: tuple[str, ...] = attrs.field(default=(), validator=_str_tuple("ignore_hosts"))
+    ignore_hosts: tuple[str, ...] = attrs.field(default=(), **rule("strtuple", "ignore_hosts"))
     requested_destination: Destination | None = None
     requested_resources: tuple[RequestGroup, ...] = ()
     network_metadata: NetworkMetadata | None = None
     requested_networks: tuple[RequestedNetwork, ...] = ()
     request_level_params: RequestLevelParams | None = None
-
-    @scheduler_hints.validator
-    def _check_hints(self, _attr: object, value: object) -> None:
-        if not isinstance(value, Mapping):
-            raise SpecValidationError("scheduler_hints", f"must be a mapping, got {_tname(value)}")
-        for key, hint in value.items():
-            if type(key) is not str:
-                raise SpecValidationError("scheduler_hints", f"keys must be strings, got {key!r}")
-            if type(hint) is not tuple or any(type(h) is not str for h in hint):
-                raise SpecValidationError(
-                    "scheduler_hints", f"value of {key!r} must be a tuple of strings"
-                )
 
 
 #: Names of the RequestSpec fields that live only for one operation and are never persisted.
@@ -614,3 +469,23 @@ def without_per_operation(spec: RequestSpec) -> RequestSpec:
 def durable_fields() -> tuple[str, ...]:
     """Names of the RequestSpec fields that are persisted, in declaration order."""
     return tuple(a.name for a in attrs.fields(RequestSpec) if a.name not in PER_OPERATION_FIELDS)
+
+
+def heal_unknown(
+    spec: RequestSpec,
+    *,
+    project_id: str | None = None,
+    user_id: str | None = None,
+    is_bfv: bool | None = None,
+) -> RequestSpec:
+    """Fill the fields an old row left unknown (None) from the instance, as Nova's
+    ``ensure_project_and_user_id`` and its is_bfv heal do; known values are never changed.
+    Returns ``spec`` itself when nothing was unknown or nothing was given."""
+    changes: dict[str, Any] = {}
+    if spec.project_id is None and project_id is not None:
+        changes["project_id"] = project_id
+    if spec.user_id is None and user_id is not None:
+        changes["user_id"] = user_id
+    if spec.is_bfv is None and is_bfv is not None:
+        changes["is_bfv"] = is_bfv
+    return attrs.evolve(spec, **changes) if changes else spec

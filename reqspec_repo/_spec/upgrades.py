@@ -10,6 +10,12 @@ History:
 
 * 1 -> 2: ``scheduler_hints`` values were a plain string or a list; they are now always a
   list of strings. ``is_bfv`` could be absent; it now defaults to false.
+* 2 -> 3: the model keeps every field Nova 34 persists (flavor id/description/projects...,
+  NUMA thread and emulator policies, CPU topology, reserved CPUs, negative page-size
+  classes, PCI ``requester_id``/``is_new``, NUMA limits, group owner and timestamps,
+  ``unknown_nova_fields``); absent keys take their defaults. ``user_id`` may now be
+  unknown: the ``""`` that version 2 imports stored for a RequestSpec older than 1.9
+  (which has no user_id) becomes null.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ __all__ = [
 ]
 
 #: The schema version written by this code.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 VERSION_KEY: Final = "schema_version"
 
@@ -159,4 +165,13 @@ def _v1_to_v2(doc: Document) -> Document:
             key: [value] if isinstance(value, str) else value for key, value in hints.items()
         }
     new.setdefault("is_bfv", False)
+    return new
+
+
+@register(2)
+def _v2_to_v3(doc: Document) -> Document:
+    """``user_id: ""`` (version 2's stand-in for "not known") becomes null."""
+    new = dict(doc)
+    if new.get("user_id") == "":
+        new["user_id"] = None
     return new

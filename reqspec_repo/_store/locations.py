@@ -57,6 +57,7 @@ _INSERT_LOCATIONS = query("spec_locations", "insert_locations")
 _INSERT_LOCATIONS_RELEASING = query("spec_locations", "insert_locations_releasing")
 _DELETE_LOCATION_RELEASING = query("spec_locations", "delete_location_releasing")
 _GET_COMMITTED = query("request_specs", "get_committed_by_instance_uuid")
+_GET_COMMITTED_WITH_OPERATION = query("request_specs", "get_committed_with_operation")
 _DELETE_ANY_ROW = query("request_specs", "delete_any_row")
 
 
@@ -161,6 +162,29 @@ class SpecStore:
             raise SpecNotFoundError(loc.instance_uuid, database.name)
         spec = codec.decode(row.spec, instance_uuid=loc.instance_uuid, database=database.name)
         return StoredSpec(spec, row.version, database.name)
+
+    def get_with_operation(self, instance_uuid: str | uuid_mod.UUID) -> tuple[StoredSpec, bytes | None]:
+        """Like :meth:`get`, with the raw document of the operation in flight kept in the
+        same row (None when there is none)."""
+        loc = self.location(instance_uuid)
+        database = self.topology.database(loc.database)
+        with self.repo.connections.connection(database.name) as conn:
+            row: Any = _GET_COMMITTED_WITH_OPERATION.one(
+                conn, {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.move_id}
+            )
+        if row is None:
+            raise SpecNotFoundError(loc.instance_uuid, database.name)
+        spec = codec.decode(row.spec, instance_uuid=loc.instance_uuid, database=database.name)
+        operation = None if row.operation is None else bytes(row.operation)
+        return StoredSpec(spec, row.version, database.name), operation
+
+    def save_with_operation(
+        self, spec: RequestSpec, *, expected_version: int, operation: bytes | None
+    ) -> StoredSpec:
+        """Compare-and-swap of the spec and its operation in flight, wherever it lives."""
+        return self.repo.save_with_operation(
+            self.context_for(spec.instance_uuid), spec, expected_version=expected_version, operation=operation
+        )
 
     def context_for(self, instance_uuid: str | uuid_mod.UUID) -> RequestContext:
         """A request context targeting the database that holds this instance's spec."""

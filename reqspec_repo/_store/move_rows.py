@@ -59,6 +59,7 @@ class SealedRow:
     spec: bytes
     schema_version: int
     version: int
+    operation: bytes | None = None  # the operation in flight (rarely any) moves with the spec
 
 
 @attrs.frozen
@@ -102,7 +103,7 @@ class MoveRows:
         """Step 1: the live rows become 'outgoing' and come back to be copied."""
         with self.connections.connection(database) as conn:
             rows = _SEAL_OUTGOING.many(conn, {"instance_uuids": list(instance_uuids), "move_id": move_id})
-        return [SealedRow(r.instance_uuid, r.spec, r.schema_version, r.version) for r in rows]
+        return [SealedRow(r.instance_uuid, r.spec, r.schema_version, r.version, r.operation) for r in rows]
 
     def copy_in(self, database: str, rows: Sequence[SealedRow], move_id: str) -> set[str]:
         """Step 2: hidden 'incoming' copies; returns the instances copied (one holding a
@@ -113,6 +114,7 @@ class MoveRows:
                 "specs": [as_jsonb(r.spec) for r in rows],
                 "schema_versions": [r.schema_version for r in rows],
                 "versions": [r.version for r in rows],
+                "operations": [None if r.operation is None else as_jsonb(r.operation) for r in rows],
                 "move_id": move_id,
             })
         return set(_uuids(copied))

@@ -87,6 +87,7 @@ _GET_BY_UUID = query("request_specs", "get_by_instance_uuid")
 _GET_MANY = query("request_specs", "get_many_by_instance_uuids")
 _GET_STATE = query("request_specs", "get_state_by_instance_uuid")
 _UPDATE_IF_VERSION = query("request_specs", "update_spec_if_version")
+_UPDATE_WITH_OPERATION_IF_VERSION = query("request_specs", "update_spec_and_operation_if_version")
 _DELETE_SPEC = query("request_specs", "delete_spec")
 _EXISTS_SPEC = query("request_specs", "exists_spec")
 _COUNT_SPECS = query("request_specs", "count_specs")
@@ -253,6 +254,26 @@ class SpecSession:
             return StoredSpec(spec, row.version, self.database.name)
         raise self._explain_failed_write(spec.instance_uuid, expected_version)
 
+    def save_with_operation(
+        self, spec: RequestSpec, expected_version: int, operation: bytes | None
+    ) -> StoredSpec:
+        """Compare-and-swap of the spec together with its operation in flight (an opaque
+        JSON document kept in the same row, moved with it; None clears it)."""
+        doc = self._encode(spec)
+        row = _UPDATE_WITH_OPERATION_IF_VERSION.one(
+            self._cursor,
+            {
+                "instance_uuid": spec.instance_uuid,
+                "spec": as_jsonb(doc),
+                "schema_version": codec.SCHEMA_VERSION,
+                "operation": None if operation is None else as_jsonb(operation),
+                "expected_version": expected_version,
+            },
+        )
+        if row is not None:
+            return StoredSpec(spec, row.version, self.database.name)
+        raise self._explain_failed_write(spec.instance_uuid, expected_version)
+
     def _explain_failed_write(self, key: str, expected_version: int | None) -> ReqSpecError:
         state = _GET_STATE.one(self._cursor, {"instance_uuid": key})
         if state is None:
@@ -389,6 +410,12 @@ class RequestSpecRepository:
     def save(self, context: RequestContext, spec: RequestSpec, *, expected_version: int) -> StoredSpec:
         """Compare-and-swap: write only if the stored version is ``expected_version``."""
         return self._run(context, lambda s: s.save(spec, expected_version))
+
+    def save_with_operation(
+        self, context: RequestContext, spec: RequestSpec, *, expected_version: int, operation: bytes | None
+    ) -> StoredSpec:
+        """Compare-and-swap of the spec and its operation in flight (None clears it)."""
+        return self._run(context, lambda s: s.save_with_operation(spec, expected_version, operation))
 
     def destroy(
         self, context: RequestContext, instance_uuid: str | uuid_mod.UUID, *, missing_ok: bool = False
