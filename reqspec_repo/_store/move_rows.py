@@ -47,7 +47,7 @@ _LIST_ALL_LOCATIONS_AND_ROWS = query("spec_locations", "list_all_locations_and_r
 #: (``seal_outgoing`` returns them, ``upsert_incoming`` writes them, :class:`SealedRow`
 #: holds them), and those each database keeps for itself. A column added to the table
 #: must join one of the two: tests/test_moves.py checks the table against them.
-MOVED_COLUMNS = ("instance_uuid", "spec", "schema_version", "version")
+MOVED_COLUMNS = ("instance_uuid", "spec", "schema_version", "version", "operation")
 LOCAL_COLUMNS = ("id", "move_state", "move_id", "created_at", "updated_at")
 
 
