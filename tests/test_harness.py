@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reqspec_repo._embedded.server import LocalServer
+from reqspec_repo._embedded import LocalServer
 from reqspec_repo.testing.pytest_plugin import ENV_BACKEND, ENV_DSN, ServerHandle, mask_dsn, with_dbname
 
 REPO = Path(__file__).resolve().parents[1]

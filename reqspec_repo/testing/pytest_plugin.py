@@ -46,7 +46,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 from psycopg import conninfo
 
-from .._embedded.server import (
+from .._embedded import (
     LocalServer,
     LocalServerError,
     create_database,
