@@ -46,6 +46,19 @@ def test_pg_server(pg_server: ServerHandle) -> None:
     assert pg_server.describe().startswith(pg_server.kind + ": ")
 
 
+def test_harness_servers_ask_for_the_password(pg_server: ServerHandle, pg_server_b: ServerHandle) -> None:
+    for handle in (pg_server, pg_server_b):
+        if handle.kind == "env":
+            continue  # not ours: the DSN's server decides
+        params = psycopg.conninfo.conninfo_to_dict(handle.dsn("postgres"))
+        password = str(params.pop("password"))
+        assert len(password) >= 20
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(**params, connect_timeout=10)  # type: ignore[arg-type]
+        assert password not in handle.describe() and password not in repr(handle)
+        assert params["host"] == "127.0.0.1"
+
+
 def test_pg_server_b_is_a_separate_embedded_server(
     pg_server: ServerHandle, pg_server_b: ServerHandle
 ) -> None:
