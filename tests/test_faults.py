@@ -127,10 +127,10 @@ def check_after_outage(repo, topology, traffic: Traffic, outage) -> None:
     assert not batch.missing and not batch.errors
 
 
-def test_server_restart_then_crash_during_traffic(killable_server):
+def test_server_restart_then_crash_during_traffic(disposable_server):
     """Fast-shutdown restart, then SIGKILL + start, each under concurrent writers, with the
     same repository object throughout."""
-    server = killable_server()
+    server = disposable_server()
     topology, _ = build_topology(server, settings=FAST)
     with RequestSpecRepository.from_topology(topology) as repo:
         check_after_outage(repo, topology, Traffic(repo), server.restart)
@@ -148,8 +148,8 @@ def test_server_restart_then_crash_during_traffic(killable_server):
         check_after_outage(repo, topology, Traffic(repo), crash)
 
 
-def test_a_hung_server_is_cut_by_the_client_side_deadline(killable_server):
-    server = killable_server()
+def test_a_hung_server_is_cut_by_the_client_side_deadline(disposable_server):
+    server = disposable_server()
     topology, _ = build_topology(server, settings=FAST)
     bound = 1.0 + 1 + 2.0  # statement timeout + grace + scheduling slack
     with RequestSpecRepository.from_topology(topology) as repo:

@@ -72,9 +72,9 @@ def test_sigkill_of_a_mover_process_at_random_moments(split_topology):
 
 
 @pytest.fixture
-def cells_on_killable_server(pg_server, killable_server):
+def cells_on_killable_server(pg_server, disposable_server):
     """API database on the shared server, both cells on a server the test may kill."""
-    cell_server = killable_server()
+    cell_server = disposable_server()
     topology, drop = build_topology(pg_server, cell_server)
     yield topology, cell_server
     if not cell_server.is_running():
