@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv migrate test demo lint bench bench-quick soak clean
+.PHONY: venv migrate test test-containers demo lint bench bench-quick soak clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,11 @@ migrate: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole suite against PostgreSQL in containers: own Docker engine, image built from
+# Debian packages (no registry); see .ci/test-containers.
+test-containers: venv
+	.ci/test-containers $(PYTEST_ARGS)
 
 demo: venv
 	$(VENV)/bin/reqspec demo
