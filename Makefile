@@ -5,15 +5,17 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# A pip constraints file for the install (make test-lowest sets the lowest allowed versions).
+CONSTRAINTS ?=
 
-.PHONY: venv migrate test test-containers demo lint bench bench-quick soak clean
+.PHONY: venv migrate test test-lowest test-containers demo lint bench bench-quick soak clean
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dev,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[test,dev,bench]'
 	touch $(STAMP)
 
 migrate: venv
@@ -21,6 +23,10 @@ migrate: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole suite on the lowest versions setup.cfg allows, in a virtualenv of its own.
+test-lowest:
+	$(MAKE) test VENV=.venv-lowest CONSTRAINTS=constraints/lowest.txt
 
 # The whole suite against PostgreSQL in containers: own Docker engine, image built from
 # Debian packages (no registry); see .ci/test-containers.
@@ -44,4 +50,4 @@ soak: venv
 	REQSPEC_SOAK_SECONDS=$${REQSPEC_SOAK_SECONDS:-300} $(PY) -m pytest -m soak -p no:randomly tests
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,7 @@ database *names* ("api", "cell1"), never DSNs, into these constructors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class ReqSpecError(Exception):
@@ -120,14 +120,25 @@ class SpecMovingError(ReqSpecError):
         )
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def summarize(items: Mapping[str, object], shown: int = 3) -> str:
+    """``"a: why, b: why, c: why (and N more)"``: the first few items of a failure map."""
+    first = ", ".join(f"{k}: {v}" for k, v in list(items.items())[:shown])
+    more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
+    return first + more
+
+
 class BatchError(ReqSpecError):
     """A batch write was refused as a whole because of one or more invalid items."""
 
     def __init__(self, failures: dict[str, Exception]) -> None:
         self.failures = failures
-        first = ", ".join(f"{u}: {e}" for u, e in list(failures.items())[:3])
-        more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
-        super().__init__(f"batch refused, nothing written; invalid: {first}{more}")
+        super().__init__(f"batch refused, nothing written; invalid: {summarize(failures)}")
 
 
 # --- configuration and connections ------------------------------------------------------

@@ -8,7 +8,7 @@ INSERT INTO request_specs (instance_uuid, spec, schema_version)
 VALUES (%(instance_uuid)s, %(spec)s, %(schema_version)s)
 RETURNING version;
 
--- name: copy_specs_in :exec
+-- name: copy_specs_in :copy
 -- Batch create by binary COPY (rows: uuid, jsonb, int4). One statement, so all rows land
 -- or, on any duplicate, none; the fastest way in (multi-row inserts, no parameter arrays).
 COPY request_specs (instance_uuid, spec, schema_version) FROM STDIN (FORMAT BINARY);

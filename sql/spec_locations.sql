@@ -8,12 +8,12 @@ INSERT INTO spec_locations (instance_uuid, database_name)
 SELECT u, %(database_name)s FROM unnest(%(instance_uuids)s::uuid[]) AS t (u);
 
 -- name: get_location :one
-SELECT database_name, version, move_id, moved_from
+SELECT instance_uuid, database_name AS database, version, move_id, moved_from
 FROM spec_locations
 WHERE instance_uuid = %(instance_uuid)s;
 
 -- name: get_locations :many
-SELECT instance_uuid, database_name, version, move_id, moved_from
+SELECT instance_uuid, database_name AS database, version, move_id, moved_from
 FROM spec_locations
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]);
 
@@ -63,4 +63,5 @@ WHERE instance_uuid = %(instance_uuid)s;
 
 -- name: list_all_locations :many
 -- Streamed in uuid order by verify()/recover(), merged with every database's rows.
-SELECT instance_uuid, database_name, move_id, moved_from FROM spec_locations ORDER BY instance_uuid;
+SELECT instance_uuid, database_name AS database, version, move_id, moved_from
+FROM spec_locations ORDER BY instance_uuid;

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import orjson
-from conftest import run_sql
+from helpers import run_sql
 
 from reqspec_repo._moving.recovery import verify
 from reqspec_repo._spec import codec

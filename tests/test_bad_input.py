@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import orjson
 import pytest
-from conftest import build_topology, run_sql
+from helpers import build_topology, run_sql
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import conninfo

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import build_topology, run_sql
+from helpers import build_topology, run_sql
 
 from reqspec_repo._cli.demo import run_demo, sample_spec
 from reqspec_repo._cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, build_parser, main
@@ -26,21 +26,28 @@ FIXTURES = Path(__file__).parent / "fixtures" / "nova"
 
 
 @pytest.fixture(scope="module")
-def topology(pg_server):
+def cli_topology(pg_server):
     topo, drop = build_topology(pg_server)
     yield topo
     drop()
 
 
+@pytest.fixture(scope="module")
+def cli_store(cli_topology):
+    """The location-aware store over the topology the CLI sees."""
+    with RequestSpecRepository.from_topology(cli_topology) as repo:
+        yield SpecStore(repo)
+
+
 @pytest.fixture
-def env(monkeypatch, topology, tmp_path):
+def env(monkeypatch, cli_topology, tmp_path):
     """The CLI sees the test topology through the environment variables."""
     monkeypatch.chdir(tmp_path)  # no ./reqspec.toml, no ./.reqspec
     monkeypatch.delenv("REQSPEC_CONFIG", raising=False)
-    monkeypatch.setenv("REQSPEC_API_DSN", topology.api.dsn)
-    for name, db in topology.cells.items():
+    monkeypatch.setenv("REQSPEC_API_DSN", cli_topology.api.dsn)
+    for name, db in cli_topology.cells.items():
         monkeypatch.setenv(f"REQSPEC_CELL_{name.upper()}_DSN", db.dsn)
-    return topology
+    return cli_topology
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -49,10 +56,10 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def booted(store, n: int = 1, cell: str | None = "cell1") -> list[str]:
+def booted(cli_store, n: int = 1, cell: str | None = "cell1") -> list[str]:
     base = sample_spec(num_instances=n)
     specs = [attrs.evolve(base, instance_uuid=str(uuid.uuid4())) for _ in range(n)]
-    life = Lifecycle(store)
+    life = Lifecycle(cli_store)
     life.boot(specs)
     if cell:
         life.scheduled([s.instance_uuid for s in specs], cell)
@@ -96,15 +103,15 @@ def test_connection_error_is_one_masked_line_and_debug_adds_the_traceback(capsys
     assert code == EXIT_USAGE and "Traceback" in err and "s3cr3t-pw" not in err
 
 
-def test_config_file_before_or_after_the_command(capsys, monkeypatch, tmp_path, topology, store):
-    (key,) = booted(store)
+def test_config_file_before_or_after_the_command(capsys, monkeypatch, tmp_path, cli_topology, cli_store):
+    (key,) = booted(cli_store)
     monkeypatch.chdir(tmp_path)
-    for name in ("REQSPEC_CONFIG", "REQSPEC_API_DSN", *(f"REQSPEC_CELL_{c.upper()}_DSN" for c in topology.cells)):
+    for name in ("REQSPEC_CONFIG", "REQSPEC_API_DSN", *(f"REQSPEC_CELL_{c.upper()}_DSN" for c in cli_topology.cells)):
         monkeypatch.delenv(name, raising=False)
     config = tmp_path / "prod.toml"
     config.write_text(
-        f'[api]\ndsn = "{topology.api.dsn}"\n'
-        + "".join(f'[cells.{n}]\ndsn = "{db.dsn}"\n' for n, db in topology.cells.items())
+        f'[api]\ndsn = "{cli_topology.api.dsn}"\n'
+        + "".join(f'[cells.{n}]\ndsn = "{db.dsn}"\n' for n, db in cli_topology.cells.items())
     )
     assert run(capsys, "--config", str(config), "show", key)[0] == EXIT_OK
     code, out, _ = run(capsys, "show", key, "--config", str(config), "--json")
@@ -122,8 +129,8 @@ def test_unknown_cell_is_a_usage_error(capsys, env):
 # --- show and list -------------------------------------------------------------------
 
 
-def test_show_by_uuid_alone_follows_the_location(capsys, env, store):
-    (key,) = booted(store)
+def test_show_by_uuid_alone_follows_the_location(capsys, env, cli_store):
+    (key,) = booted(cli_store)
     code, out, _ = run(capsys, "show", key)
     assert code == EXIT_OK and key in out and "cell1" in out and "m1.small" in out
     code, out, _ = run(capsys, "show", key, "--json")
@@ -136,11 +143,11 @@ def test_show_by_uuid_alone_follows_the_location(capsys, env, store):
     code, _, err = run(capsys, "show", str(uuid.uuid4()))
     assert code == EXIT_PROBLEM and "no location record" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "show", "not-a-uuid")
-    assert code == EXIT_USAGE and "not a uuid" in err
+    assert code == EXIT_USAGE and "'not-a-uuid' is not a uuid" in err
 
 
-def test_list_pages_with_a_keyset_cursor(capsys, env, store):
-    keys = set(booted(store, 5, cell="cell2"))
+def test_list_pages_with_a_keyset_cursor(capsys, env, cli_store):
+    keys = set(booted(cli_store, 5, cell="cell2"))
     seen: list[str] = []
     after = 0
     pages = 0
@@ -162,7 +169,7 @@ def test_list_pages_with_a_keyset_cursor(capsys, env, store):
 # --- import-nova ---------------------------------------------------------------------
 
 
-def test_import_nova_dry_run_then_import_then_rerun(capsys, env, store, tmp_path):
+def test_import_nova_dry_run_then_import_then_rerun(capsys, env, cli_store, tmp_path):
     rows = [line for kind in ("plain", "numa", "pci") for line in (FIXTURES / f"{kind}.jsonl").read_text().splitlines()]
     path = tmp_path / "export.jsonl"
     path.write_text("\n".join(rows) + "\n")
@@ -194,16 +201,16 @@ def test_import_nova_dry_run_then_import_then_rerun(capsys, env, store, tmp_path
 
 
 def test_demo_walks_every_step_and_leaves_a_consistent_topology(fresh_topology):
-    topology = fresh_topology(migrate=False)
+    cli_topology = fresh_topology(migrate=False)
     lines: list[str] = []
-    run_demo(topology, out=lines.append)
+    run_demo(cli_topology, out=lines.append)
     text = "\n".join(lines)
     for step in ("== migrate", "1. boot", "2. scheduled", "3. resize", "confirm:", "4. resize", "revert:",
                  "5. a later live migration", "destination compute-9", "6. delete", "== verify: consistent"):
         assert step in text, step
     assert "scheduler sees: resize: flavor m1.large, num_instances 1" in text
     assert "in cell2" in text and "deleted (no location, no spec)" in text
-    with RequestSpecRepository.from_topology(topology) as repo:
+    with RequestSpecRepository.from_topology(cli_topology) as repo:
         report = verify(SpecStore(repo))
     assert report.ok and report.locations == 0
 
@@ -211,11 +218,11 @@ def test_demo_walks_every_step_and_leaves_a_consistent_topology(fresh_topology):
 # --- moves from the command line -----------------------------------------------------
 
 
-def test_move_recover_verify_from_the_command_line(capsys, env, store):
-    keys = booted(store, 3, cell=None)
+def test_move_recover_verify_from_the_command_line(capsys, env, cli_store):
+    keys = booted(cli_store, 3, cell=None)
     code, out, _ = run(capsys, "move", "--to", "cell2", *keys)
     assert code == 0 and "moved 3 spec(s) to 'cell2', 0 failed" in out
-    assert {store.location(k).database for k in keys} == {"cell2"}
+    assert {cli_store.location(k).database for k in keys} == {"cell2"}
 
     code, out, _ = run(capsys, "move", "--to", "cell1", "--json", keys[0], str(uuid.uuid4()))
     report = json.loads(out)
@@ -233,8 +240,8 @@ def test_move_recover_verify_from_the_command_line(capsys, env, store):
     assert code == 0 and out.startswith("consistent")
 
 
-def test_move_shows_a_progress_bar_on_a_terminal_only(capsys, env, store, monkeypatch):
-    keys = booted(store, 4, cell=None)
+def test_move_shows_a_progress_bar_on_a_terminal_only(capsys, env, cli_store, monkeypatch):
+    keys = booted(cli_store, 4, cell=None)
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -245,7 +252,7 @@ def test_move_shows_a_progress_bar_on_a_terminal_only(capsys, env, store, monkey
     assert main(["move", "--to", "cell1", "--chunk-size", "2", *keys]) == 0
     assert "[##############################] 4/4" in terminal.getvalue()
     monkeypatch.setattr(sys, "stderr", original)
-    keys2 = booted(store, 2, cell=None)
+    keys2 = booted(cli_store, 2, cell=None)
     code, out, err = run(capsys, "move", "--to", "cell1", *keys2)
     assert code == 0 and "#" not in err and "moved 2 spec(s)" in out
 

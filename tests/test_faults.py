@@ -10,7 +10,7 @@ import uuid
 
 import attrs
 import pytest
-from conftest import build_topology, run_sql
+from helpers import build_topology, run_sql
 
 from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._errors import DatabaseUnavailableError, ReadOnlyDatabaseError
@@ -35,6 +35,15 @@ def eventually(call, *, within: float = 20.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def wait_until(condition, what: str, *, within: float = 30.0) -> None:
+    """Wait for ``condition()`` to hold (polled); the deadline only turns a hang into a
+    failure naming ``what``."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what} after {within} s"
+        time.sleep(0.02)
 
 
 def outcome_within(call, seconds: float) -> BaseException | None:
@@ -99,15 +108,14 @@ class Traffic:
 
 def check_after_outage(repo, topology, traffic: Traffic, outage) -> None:
     with traffic:
-        time.sleep(0.5)
+        wait_until(lambda: len(traffic.acked) >= 20, "traffic before the outage")
         before = len(traffic.acked)
         outage()
         # the pool heals by itself: the same repository works again
         eventually(lambda: repo.count(api_context()))
         healed_at = len(traffic.acked)
-        time.sleep(1.0)
-        assert len(traffic.acked) > healed_at, "traffic did not resume after the outage"
-    assert before > 0
+        wait_until(lambda: len(traffic.acked) > healed_at + 10, "traffic to resume after the outage")
+    assert before >= 20
     assert traffic.errors, "the outage went unnoticed: nothing in flight failed"
     for exc in traffic.errors:
         assert isinstance(exc, DatabaseUnavailableError), repr(exc)

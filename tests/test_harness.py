@@ -134,12 +134,17 @@ OUT = Path(os.environ["INNER_OUT"])
 def test_a(pg_server, pg_server_b, make_database, killable_server):
     dsn = make_database(pg_server, "inner")
     name = psycopg.connect(dsn).execute("SELECT current_database()").fetchone()[0]
-    k = killable_server()
-    k.pause()
+    paused = killable_server()
+    make_database(paused, "on_paused")
+    paused.pause()  # teardown must resume, stop and delete it
+    killed = killable_server()
+    make_database(killed, "on_killed")
+    killed.kill()  # teardown must survive the dead server and delete its directory
     OUT.write_text(json.dumps({
         "name": name,
         "admin": pg_server.dsn("postgres"),
-        "dirs": [str(pg_server.local_server.data_dir), str(pg_server_b.local_server.data_dir), str(k.data_dir)],
+        "dirs": [str(pg_server.local_server.data_dir), str(pg_server_b.local_server.data_dir),
+                 str(paused.data_dir), str(killed.data_dir)],
     }))
 
 def test_b(pg_server):
@@ -205,6 +210,8 @@ def test_plugin_cleans_up_on_sigterm(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
+        # Waits for the event "the inner test has written its servers" (the file); the
+        # deadline only turns a hang of the inner run into a failure.
         deadline = time.monotonic() + 120
         while not out.exists() or not out.read_text():
             assert proc.poll() is None, "the inner run ended early"
@@ -249,22 +256,6 @@ def test_plugin_fails_the_run_on_an_unreachable_env_dsn(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "not reachable" in result.stdout + result.stderr
     assert "hunter2" not in result.stdout + result.stderr
-
-
-def test_killable_server_teardown_survives_a_paused_server(
-    killable_server: Callable[..., LocalServer], make_database: Callable[..., str]
-) -> None:
-    server = killable_server()
-    make_database(server, "on_killable")
-    server.pause()  # teardown must resume, stop and delete it
-
-
-def test_killable_server_teardown_survives_a_killed_server(
-    killable_server: Callable[..., LocalServer], make_database: Callable[..., str]
-) -> None:
-    server = killable_server()
-    make_database(server)
-    server.kill()
 
 
 # --- containers: removed by the harness itself (no Ryuk reaper) ----------------------------

@@ -10,7 +10,7 @@ import uuid
 
 import attrs
 import pytest
-from conftest import build_topology, run_sql
+from helpers import build_topology, run_sql
 
 from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._errors import ConflictError, LocationNotFoundError

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import run_sql
+from helpers import run_sql
 
 from reqspec_repo._cli import main as cli
 from reqspec_repo._store.migrate import migrate_database, migrate_topology, rollback_database, schema_status

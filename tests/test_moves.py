@@ -9,7 +9,7 @@ import uuid
 import attrs
 import psycopg
 import pytest
-from conftest import run_sql
+from helpers import run_sql
 from movecheck import assert_invariant, rows_everywhere
 
 from reqspec_repo._cli.demo import sample_spec
@@ -27,14 +27,14 @@ from reqspec_repo.testing.failpoints import MOVE_FAILPOINTS, FailpointHit, armed
 
 
 @pytest.fixture
-def store(split_topology):
+def split_store(split_topology):
     with RequestSpecRepository.from_topology(split_topology) as repo:
         yield SpecStore(repo)
 
 
-def boot(store, n=3):
+def boot(split_store, n=3):
     specs = [sample_spec(num_instances=n) for _ in range(n)]
-    store.create(specs)
+    split_store.create(specs)
     return {s.instance_uuid: s for s in specs}
 
 
@@ -48,33 +48,33 @@ def test_api_and_cells_are_on_separate_servers(split_topology):
     assert pids[API] != pids["cell1"] or api_port != cell_port
 
 
-def test_move_api_to_cell1_to_cell2(store):
-    specs = boot(store, 3)
+def test_move_api_to_cell1_to_cell2(split_store):
+    specs = boot(split_store, 3)
     keys = list(specs)
-    result = move_specs(store, keys, "cell1")
+    result = move_specs(split_store, keys, "cell1")
     assert result.ok and sorted(result.moved) == sorted(keys)
-    assert {store.location(k).database for k in keys} == {"cell1"}
-    assert_invariant(store, specs)
-    result = move_specs(store, keys, "cell2")
+    assert {split_store.location(k).database for k in keys} == {"cell1"}
+    assert_invariant(split_store, specs)
+    result = move_specs(split_store, keys, "cell2")
     assert result.ok
-    assert {store.location(k).database for k in keys} == {"cell2"}
-    assert_invariant(store, specs)
+    assert {split_store.location(k).database for k in keys} == {"cell2"}
+    assert_invariant(split_store, specs)
     # The version travels with the spec, so a holder of it can keep saving.
-    stored = store.get(keys[0])
-    saved = store.save(attrs.evolve(stored.spec, availability_zone="az7"), expected_version=stored.version)
+    stored = split_store.get(keys[0])
+    saved = split_store.save(attrs.evolve(stored.spec, availability_zone="az7"), expected_version=stored.version)
     assert saved.database == "cell2" and saved.version == stored.version + 1
 
 
-def test_moving_to_where_it_is_is_a_no_op(store):
-    specs = boot(store, 2)
-    result = move_specs(store, specs, API)
+def test_moving_to_where_it_is_is_a_no_op(split_store):
+    specs = boot(split_store, 2)
+    result = move_specs(split_store, specs, API)
     assert result.ok and sorted(result.moved) == sorted(specs)
-    assert_invariant(store, specs)
+    assert_invariant(split_store, specs)
 
 
-def test_batch_move_uses_a_bounded_number_of_round_trips(store, monkeypatch):
-    small = boot(store, 5)
-    large = boot(store, 150)
+def test_batch_move_uses_a_bounded_number_of_round_trips(split_store, monkeypatch):
+    small = boot(split_store, 5)
+    large = boot(split_store, 150)
     calls = []
     original = psycopg.Connection.execute
 
@@ -83,103 +83,103 @@ def test_batch_move_uses_a_bounded_number_of_round_trips(store, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(psycopg.Connection, "execute", counting)
-    move_specs(store, small, "cell1")
+    move_specs(split_store, small, "cell1")
     small_calls = len(calls)
     calls.clear()
-    result = move_specs(store, large, "cell1")
+    result = move_specs(split_store, large, "cell1")
     large_calls = len(calls)
     monkeypatch.undo()
     assert result.ok and len(result.moved) == 150
     assert large_calls == small_calls <= 12
-    assert_invariant(store, {**small, **large})
+    assert_invariant(split_store, {**small, **large})
 
 
 @pytest.mark.parametrize("point", MOVE_FAILPOINTS)
-def test_interrupted_move_is_recovered_at_every_step(store, point):
-    specs = boot(store, 4)
+def test_interrupted_move_is_recovered_at_every_step(split_store, point):
+    specs = boot(split_store, 4)
     keys = list(specs)
     # An acknowledged write before the move: recover must keep this version.
-    stored = store.get(keys[0])
+    stored = split_store.get(keys[0])
     specs[keys[0]] = attrs.evolve(stored.spec, availability_zone="az-acked")
-    store.save(specs[keys[0]], expected_version=stored.version)
+    split_store.save(specs[keys[0]], expected_version=stored.version)
 
     with armed(point), pytest.raises(FailpointHit):
-        move_specs(store, keys, "cell1")
+        move_specs(split_store, keys, "cell1")
     # Mid-move, every spec is still readable through its location.
     for key in keys:
-        assert store.get(key).spec.instance_uuid == key
-    report = recover(store)
+        assert split_store.get(key).spec.instance_uuid == key
+    report = recover(split_store)
     assert not report.busy
-    assert_invariant(store, specs)
-    again = recover(store)  # idempotent
+    assert_invariant(split_store, specs)
+    again = recover(split_store)  # idempotent
     assert again.changed == 0
     # And the specs can move on afterwards.
-    assert move_specs(store, keys, "cell2").ok
-    assert_invariant(store, specs)
+    assert move_specs(split_store, keys, "cell2").ok
+    assert_invariant(split_store, specs)
 
 
-def test_recover_after_commit_finishes_the_move(store):
-    specs = boot(store, 2)
+def test_recover_after_commit_finishes_the_move(split_store):
+    specs = boot(split_store, 2)
     with armed("after_commit"), pytest.raises(FailpointHit):
-        move_specs(store, specs, "cell2")
-    report = recover(store)
+        move_specs(split_store, specs, "cell2")
+    report = recover(split_store)
     assert sorted(report.finished) == sorted(specs)
-    assert {store.location(k).database for k in specs} == {"cell2"}
+    assert {split_store.location(k).database for k in specs} == {"cell2"}
 
 
-def test_recover_before_commit_rolls_the_move_back(store):
-    specs = boot(store, 2)
+def test_recover_before_commit_rolls_the_move_back(split_store):
+    specs = boot(split_store, 2)
     with armed("after_seal"), pytest.raises(FailpointHit):
-        move_specs(store, specs, "cell2")
+        move_specs(split_store, specs, "cell2")
     key = next(iter(specs))
-    stored = store.get(key)
+    stored = split_store.get(key)
     with pytest.raises(SpecMovingError):  # sealed: writes wait for the move or recovery
-        store.save(stored.spec, expected_version=stored.version)
-    report = recover(store)
+        split_store.save(stored.spec, expected_version=stored.version)
+    report = recover(split_store)
     assert sorted(report.rolled_back) == sorted(specs)
-    assert {store.location(k).database for k in specs} == {API}
-    store.save(stored.spec, expected_version=stored.version)  # writable again
+    assert {split_store.location(k).database for k in specs} == {API}
+    split_store.save(stored.spec, expected_version=stored.version)  # writable again
 
 
-def test_a_save_racing_with_the_move_is_never_lost(store):
-    specs = boot(store, 3)
+def test_a_save_racing_with_the_move_is_never_lost(split_store):
+    specs = boot(split_store, 3)
     key = next(iter(specs))
     outcome = {}
 
     def save_just_before_the_seal():
-        stored = store.get(key)
+        stored = split_store.get(key)
         specs[key] = attrs.evolve(stored.spec, availability_zone="acked-before-seal")
-        store.save(specs[key], expected_version=stored.version)
+        split_store.save(specs[key], expected_version=stored.version)
 
     def save_during_the_copy():
-        stored = store.get(key)
+        stored = split_store.get(key)
         try:
-            store.save(attrs.evolve(stored.spec, availability_zone="refused"), expected_version=stored.version)
+            split_store.save(attrs.evolve(stored.spec, availability_zone="refused"), expected_version=stored.version)
         except SpecMovingError as exc:  # typed and retryable: the caller retries after the move
             outcome["error"] = exc
 
     with armed("after_claim", save_just_before_the_seal), armed("after_copy", save_during_the_copy):
-        result = move_specs(store, specs, "cell1")
+        result = move_specs(split_store, specs, "cell1")
     assert result.ok
     assert outcome["error"].retryable and outcome["error"].instance_uuid == key
     # The acknowledged save travelled with the move; the refused one was never acknowledged.
-    assert store.get(key).spec.availability_zone == "acked-before-seal"
-    assert_invariant(store, specs)
-    stored = store.get(key)  # and the retry succeeds where the spec now lives
+    assert split_store.get(key).spec.availability_zone == "acked-before-seal"
+    assert_invariant(split_store, specs)
+    stored = split_store.get(key)  # and the retry succeeds where the spec now lives
     specs[key] = attrs.evolve(stored.spec, availability_zone="retried")
-    assert store.save(specs[key], expected_version=stored.version).database == "cell1"
-    assert_invariant(store, specs)
+    assert split_store.save(specs[key], expected_version=stored.version).database == "cell1"
+    assert_invariant(split_store, specs)
 
 
-def test_two_racing_movers_exactly_one_wins(store):
-    specs = boot(store, 1)
+def test_two_racing_movers_exactly_one_wins(split_store):
+    specs = boot(split_store, 1)
     key = next(iter(specs))
     barrier = threading.Barrier(2)
     results = {}
 
     def mover(target):
         barrier.wait()
-        results[target] = move_specs(store, [key], target)
+        results[target] = move_specs(split_store, [key], target)
 
     with armed("after_claim", "sleep:0.5"):
         threads = [threading.Thread(target=mover, args=(t,)) for t in ("cell1", "cell2")]
@@ -191,40 +191,40 @@ def test_two_racing_movers_exactly_one_wins(store):
     losers = [r for r in results.values() if not r.ok]
     assert len(winners) == 1 and len(losers) == 1
     assert isinstance(losers[0].failed[key], MoveInProgressError)
-    assert store.location(key).database == winners[0]
-    assert_invariant(store, specs)
+    assert split_store.location(key).database == winners[0]
+    assert_invariant(split_store, specs)
 
 
-def test_move_racing_with_destroy(store):
-    specs = boot(store, 2)
+def test_move_racing_with_destroy(split_store):
+    specs = boot(split_store, 2)
     key = next(iter(specs))
     outcome = {}
 
     def destroy_midway():
-        t = threading.Thread(target=lambda: outcome.setdefault("destroyed", store.destroy(key)))
+        t = threading.Thread(target=lambda: outcome.setdefault("destroyed", split_store.destroy(key)))
         t.start()
         outcome["thread"] = t
 
     with armed("after_copy", destroy_midway):
-        result = move_specs(store, specs, "cell1")
+        result = move_specs(split_store, specs, "cell1")
     outcome["thread"].join()
     # destroy waited for the move's lock, then deleted the spec where the move put it.
     assert result.ok and outcome["destroyed"] is True
-    assert rows_everywhere(store.topology, key) == []
+    assert rows_everywhere(split_store.topology, key) == []
     with pytest.raises(LocationNotFoundError):
-        store.location(key)
+        split_store.location(key)
     del specs[key]
-    assert_invariant(store, specs)
+    assert_invariant(split_store, specs)
     # A move of a destroyed instance is reported, not an error of the whole batch.
-    again = move_specs(store, [key, *specs], "cell2")
+    again = move_specs(split_store, [key, *specs], "cell2")
     assert isinstance(again.failed[key], LocationNotFoundError) and len(again.moved) == 1
 
 
-def test_verify_finds_each_planted_inconsistency_and_recover_repairs_them(store):
-    specs = boot(store, 5)
+def test_verify_finds_each_planted_inconsistency_and_recover_repairs_them(split_store):
+    specs = boot(split_store, 5)
     orphan, duplicate, leftover, missing, interrupted = list(specs)
-    topo = store.topology
-    move_specs(store, [duplicate, leftover], "cell1")
+    topo = split_store.topology
+    move_specs(split_store, [duplicate, leftover], "cell1")
 
     def copy_row(key, src, dst, state="live", move_id=None):
         [(doc, version)] = run_sql(topo, src, "SELECT spec::text, version FROM request_specs WHERE instance_uuid=%s", [key])
@@ -248,50 +248,50 @@ def test_verify_finds_each_planted_inconsistency_and_recover_repairs_them(store)
     dangling = str(uuid.uuid4())
     run_sql(topo, API, "INSERT INTO spec_locations (instance_uuid, database_name) VALUES (%s, 'cell1')", [dangling])
 
-    found = {(p.kind, p.instance_uuid) for p in verify(store).problems}
+    found = {(p.kind, p.instance_uuid) for p in verify(split_store).problems}
     assert found >= {
         ("orphan", orphan), ("duplicate", duplicate), ("hidden_leftover", leftover),
         ("missing", missing), ("interrupted_move", interrupted), ("missing", dangling),
     }
-    report = recover(store)
+    report = recover(split_store)
     assert report.adopted == [orphan] and report.dangling_removed == [dangling]
-    assert_invariant(store, specs)
-    assert verify(store).ok
+    assert_invariant(split_store, specs)
+    assert verify(split_store).ok
 
 
-def test_recover_leaves_a_move_in_progress_alone(store):
-    specs = boot(store, 2)
+def test_recover_leaves_a_move_in_progress_alone(split_store):
+    specs = boot(split_store, 2)
     seen = {}
 
     def recover_midway():
-        seen["report"] = recover(store)
-        seen["verify"] = verify(store)
+        seen["report"] = recover(split_store)
+        seen["verify"] = verify(split_store)
 
     with armed("after_seal", recover_midway):
-        result = move_specs(store, specs, "cell1")
+        result = move_specs(split_store, specs, "cell1")
     assert result.ok
     assert sorted(seen["report"].busy) == sorted(specs) and seen["report"].changed == 0
     assert seen["verify"].ok and sorted(seen["verify"].busy) == sorted(specs)
-    assert_invariant(store, specs)
+    assert_invariant(split_store, specs)
 
 
-def test_one_failing_spec_does_not_lose_or_duplicate_the_others(store):
-    specs = boot(store, 6)
+def test_one_failing_spec_does_not_lose_or_duplicate_the_others(split_store):
+    specs = boot(split_store, 6)
     keys = list(specs)
     blocked = keys[2]
     # cell1 already holds a (stray) live row for one instance: its copy is refused there.
-    [(doc,)] = run_sql(store.topology, API, "SELECT spec::text FROM request_specs WHERE instance_uuid=%s", [blocked])
-    run_sql(store.topology, "cell1",
+    [(doc,)] = run_sql(split_store.topology, API, "SELECT spec::text FROM request_specs WHERE instance_uuid=%s", [blocked])
+    run_sql(split_store.topology, "cell1",
             "INSERT INTO request_specs (instance_uuid, spec, schema_version) VALUES (%s, %s::jsonb, 2)",
             [blocked, doc])
-    result = move_specs(store, keys, "cell1")
+    result = move_specs(split_store, keys, "cell1")
     assert list(result.failed) == [blocked] and "already holds" in str(result.failed[blocked])
     assert sorted(result.moved) == sorted(k for k in keys if k != blocked)
-    assert store.location(blocked).database == API
+    assert split_store.location(blocked).database == API
     # The blocked one is still live in the API database (its seal was undone) ...
-    assert run_sql(store.topology, API, "SELECT move_state FROM request_specs WHERE instance_uuid=%s",
+    assert run_sql(split_store.topology, API, "SELECT move_state FROM request_specs WHERE instance_uuid=%s",
                    [blocked]) == [("live",)]
     # ... and the stray copy is what verify() reports and recover() removes.
-    assert {p.kind for p in verify(store).problems if p.instance_uuid == blocked} == {"duplicate"}
-    recover(store)
-    assert_invariant(store, specs)
+    assert {p.kind for p in verify(split_store).problems if p.instance_uuid == blocked} == {"duplicate"}
+    recover(split_store)
+    assert_invariant(split_store, specs)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import run_sql
+from helpers import run_sql
 
 from reqspec_repo._moving.recovery import verify
 from reqspec_repo._nova.importing import NovaImportError, convert_spec, import_file, read_rows

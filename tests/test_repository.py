@@ -10,7 +10,7 @@ import attrs
 import orjson
 import psycopg
 import pytest
-from conftest import run_sql
+from helpers import run_sql
 from hypothesis import HealthCheck, given, settings
 from strategies import request_specs
 
@@ -31,7 +31,7 @@ from reqspec_repo._spec.model import (
     SchedulerRetry,
     without_per_operation,
 )
-from reqspec_repo._store import repository as repository_module
+from reqspec_repo._store import queries as queries_module
 from reqspec_repo._store.config import API, Settings
 from reqspec_repo._store.context import api_context, cell_context
 from reqspec_repo._store.repository import STREAM_CHUNK_ROWS, RequestSpecRepository
@@ -397,7 +397,7 @@ def test_a_batch_read_longer_than_one_streamed_chunk(fresh_topology, monkeypatch
     """get_many streams its result in chunks of STREAM_CHUNK_ROWS (fetches it whole with a
     libpq older than 17); corrupt rows in any chunk are reported and every other spec of
     every chunk comes back."""
-    monkeypatch.setattr(repository_module, "_CHUNKED_ROWS", chunked)
+    monkeypatch.setattr(queries_module, "_CHUNKED_ROWS", chunked)
     topo = fresh_topology()
     n = 2 * STREAM_CHUNK_ROWS + 50
     ctx = cell_context("cell1")

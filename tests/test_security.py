@@ -11,7 +11,7 @@ import uuid
 import attrs
 import psycopg
 import pytest
-from conftest import API, build_topology, run_sql
+from helpers import API, build_topology, run_sql
 from psycopg import conninfo
 from psycopg import errors as pg_errors
 from psycopg import sql as pg_sql

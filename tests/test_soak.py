@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from conftest import run_sql
+from helpers import run_sql
 from soak_worker import run_worker
 
 from reqspec_repo._cli.demo import sample_spec

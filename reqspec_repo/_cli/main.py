@@ -164,34 +164,26 @@ def cmd_show(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_list(args: argparse.Namespace, topology: Topology) -> int:
-    from .._errors import SpecDecodeError
-    from .._spec.codec import decode
-    from .._store.pools import Connections
-    from .._store.queries import query
+    from .._store.context import RequestContext
+    from .._store.repository import RequestSpecRepository
 
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
     database = topology.database(args.database).name
+    with RequestSpecRepository.from_topology(topology) as repo:
+        page = repo.list_page(RequestContext(database), after_id=args.after, limit=args.limit)
     listed: list[dict[str, Any]] = []
     problems = 0
-    with Connections(topology) as connections, connections.connection(database) as conn:
-        rows = conn.execute(
-            query("request_specs", "list_specs_page").statement,
-            {"after_id": args.after, "limit": args.limit},
-        ).fetchall()
-    for row_id, raw_uuid, doc, version, state, updated_at in rows:
-        key = str(raw_uuid)
+    for row in page:
         entry: dict[str, Any] = {
-            "id": row_id, "instance_uuid": key, "version": version, "state": state,
-            "updated_at": str(updated_at),
+            "id": row.id, "instance_uuid": row.instance_uuid, "version": row.version,
+            "state": row.state, "updated_at": str(row.updated_at),
         }
-        try:
-            spec = decode(doc, instance_uuid=key, database=database)
-        except SpecDecodeError as exc:
+        if row.spec is None:
             problems += 1
-            entry.update(flavor=None, project_id=None, error=str(exc))
+            entry.update(flavor=None, project_id=None, error=str(row.error))
         else:
-            entry.update(flavor=spec.flavor.name, project_id=spec.project_id, error=None)
+            entry.update(flavor=row.spec.flavor.name, project_id=row.spec.project_id, error=None)
         listed.append(entry)
     next_after = listed[-1]["id"] if len(listed) == args.limit else None
     if args.json:
@@ -229,7 +221,7 @@ def cmd_import_nova(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, topology: Topology) -> int:
-    from .._cli.demo import run_demo
+    from .demo import run_demo
 
     run_demo(topology, out=print)
     return EXIT_OK

@@ -26,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid as uuid_mod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 import psycopg
+from psycopg.rows import class_row
 
 from .._errors import (
     LocationNotFoundError,
@@ -40,14 +42,28 @@ from .._errors import (
 )
 from .._store.config import API
 from .._store.documents import as_jsonb
-from .._store.locations import SpecStore
-from .._store.queries import query
+from .._store.locations import Location, SpecStore
+from .._store.queries import Query, query
 from .._store.repository import normalize_uuid
 from ..testing.failpoints import failpoint
+from .chunking import chunks
 
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[object, ...]]
+_LOCATION = class_row(Location)
+_TRY_LOCK = query("spec_locations", "try_lock_instances")
+_UNLOCK_ALL = query("spec_locations", "unlock_all")
+_FLIP_TO_TARGET = query("spec_locations", "flip_locations_to_target")
+_GET_LOCATIONS = query("spec_locations", "get_locations")
+_CLEAR_MOVES = query("spec_locations", "clear_moves")
+_SEAL_OUTGOING = query("request_specs", "seal_outgoing")
+_UPSERT_INCOMING = query("request_specs", "upsert_incoming")
+_DELETE_INCOMING = query("request_specs", "delete_incoming")
+_UNSEAL_OUTGOING = query("request_specs", "unseal_outgoing")
+_PROMOTE_INCOMING = query("request_specs", "promote_incoming")
+_DELETE_OUTGOING = query("request_specs", "delete_outgoing")
+_RELAX_DURABILITY = query("_session", "relax_commit_durability")
 Progress = Callable[[int], None]
 
 
@@ -63,11 +79,6 @@ class MoveResult:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield list(items[i:i + size])
 
 
 class Mover:
@@ -111,7 +122,7 @@ class Mover:
                     by_source.setdefault(loc.database, []).append(key)
             relocated: list[str] = []
             for source, group in sorted(by_source.items()):
-                for chunk in _chunks(group, self.chunk_size):
+                for chunk in chunks(group, self.chunk_size):
                     done, errors, moved_away = self._move_chunk(chunk, source, target)
                     moved.extend(done)
                     failed.update(errors)
@@ -136,11 +147,7 @@ class Mover:
         failpoint("before_claim")
         with self.connections.connection(API) as api:
             try:
-                locked = self._column(
-                    api.execute(
-                        query("spec_locations", "try_lock_instances").statement, {"instance_uuids": uuids}
-                    )
-                )
+                locked = _uuids(_TRY_LOCK.many(api, {"instance_uuids": uuids}))
                 for u in set(uuids) - set(locked):
                     failed[u] = MoveInProgressError(u)
                 failpoint("after_claim")
@@ -149,12 +156,9 @@ class Mover:
                 if sealed:
                     # The commit point. If the API connection broke, this raises and the
                     # outcome is decided later by recover() from the location records.
-                    committed = self._column(
-                        api.execute(
-                            query("spec_locations", "flip_locations_to_target").statement,
-                            {"instance_uuids": sealed, "source": source, "target": target, "move_id": move_id},
-                        )
-                    )
+                    committed = _uuids(_FLIP_TO_TARGET.many(
+                        api, {"instance_uuids": sealed, "source": source, "target": target, "move_id": move_id}
+                    ))
                 failpoint("after_commit")
                 not_committed = [u for u in sealed if u not in set(committed)]
                 if not_committed:  # the location was not (or no longer) S: undo these
@@ -166,7 +170,7 @@ class Mover:
             finally:
                 with contextlib.suppress(psycopg.Error, ReqSpecError):
                     if not api.closed:
-                        api.execute(query("spec_locations", "unlock_all").statement)
+                        _UNLOCK_ALL.exec(api)
 
     def _seal_and_copy(
         self, uuids: list[str], source: str, target: str, move_id: str, failed: dict[str, ReqSpecError]
@@ -175,35 +179,26 @@ class Mover:
         if not uuids:
             return []
         with self.connections.connection(source) as src:
-            rows = src.execute(
-                query("request_specs", "seal_outgoing").statement,
-                {"instance_uuids": uuids, "move_id": move_id},
-            ).fetchall()
+            rows = _SEAL_OUTGOING.many(src, {"instance_uuids": uuids, "move_id": move_id})
         failpoint("after_seal")
         if not rows:
             return []
         with self.connections.connection(target) as dst:
-            copied = set(
-                self._column(
-                    dst.execute(
-                        query("request_specs", "upsert_incoming").statement,
-                        {
-                            "instance_uuids": [str(r[0]) for r in rows],
-                            "specs": [as_jsonb(r[1]) for r in rows],
-                            "schema_versions": [r[2] for r in rows],
-                            "versions": [r[3] for r in rows],
-                            "move_id": move_id,
-                        },
-                    )
-                )
-            )
+            copied = set(_uuids(_UPSERT_INCOMING.many(dst, {
+                "instance_uuids": [r.instance_uuid for r in rows],
+                "specs": [as_jsonb(r.spec) for r in rows],
+                "schema_versions": [r.schema_version for r in rows],
+                "versions": [r.version for r in rows],
+                "move_id": move_id,
+            })))
         failpoint("after_copy")
-        refused = [str(r[0]) for r in rows if str(r[0]) not in copied]
+        sealed = _uuids(rows)
+        refused = [u for u in sealed if u not in copied]
         if refused:
             self._rollback(refused, source, target, move_id)
             for u in refused:
                 failed[u] = MoveError(u, f"database {target!r} already holds a spec for it (run verify)")
-        return [str(r[0]) for r in rows if str(r[0]) in copied]
+        return [u for u in sealed if u in copied]
 
     def _explain(
         self, api: Conn, uuids: list[str], source: str, failed: dict[str, ReqSpecError]
@@ -213,18 +208,15 @@ class Mover:
         pending = [u for u in uuids if u not in failed]
         if not pending:
             return []
-        rows = api.execute(
-            query("spec_locations", "get_locations").statement, {"instance_uuids": pending}
-        ).fetchall()
-        now = {str(r[0]): r for r in rows}
+        now = {loc.instance_uuid: loc for loc in _GET_LOCATIONS.many(api, {"instance_uuids": pending}, row=_LOCATION)}
         relocated = []
         for u in pending:
-            row = now.get(u)
-            if row is None:
+            loc = now.get(u)
+            if loc is None:
                 failed[u] = LocationNotFoundError(u)
-            elif row[3] is not None:
+            elif loc.move_id is not None:
                 failed[u] = MoveError(u, "an earlier move of it was interrupted; run recover")
-            elif str(row[1]) != source:
+            elif loc.database != source:
                 relocated.append(u)
             else:
                 failed[u] = SpecNotFoundError(u, source)  # located in S, but no live row there
@@ -233,9 +225,9 @@ class Mover:
     def _rollback(self, uuids: list[str], source: str, target: str, move_id: str) -> None:
         params = {"instance_uuids": uuids, "move_id": move_id}
         with self.connections.connection(target) as dst:
-            dst.execute(query("request_specs", "delete_incoming").statement, params)
+            _DELETE_INCOMING.exec(dst, params)
         with self.connections.connection(source) as src:
-            src.execute(query("request_specs", "unseal_outgoing").statement, params)
+            _UNSEAL_OUTGOING.exec(src, params)
 
     def _cleanup(self, api: Conn, uuids: list[str], source: str, target: str, move_id: str) -> None:
         if not uuids:
@@ -243,23 +235,24 @@ class Mover:
         params = {"instance_uuids": uuids, "move_id": move_id}
         # Target live first, then the source copy goes: the spec is readable throughout.
         with self.connections.connection(target) as dst:
-            _relaxed(dst, "request_specs", "promote_incoming", params)
+            _relaxed(dst, _PROMOTE_INCOMING, params)
         failpoint("after_promote")
         with self.connections.connection(source) as src:
-            _relaxed(src, "request_specs", "delete_outgoing", params)
-        _relaxed(api, "spec_locations", "clear_moves", params)
-
-    @staticmethod
-    def _column(cur: psycopg.Cursor[tuple[object, ...]]) -> list[str]:
-        return [str(r[0]) for r in cur.fetchall()]
+            _relaxed(src, _DELETE_OUTGOING, params)
+        _relaxed(api, _CLEAR_MOVES, params)
 
 
-def _relaxed(conn: Conn, table: str, name: str, params: Mapping[str, object]) -> None:
+def _uuids(rows: Iterable[Any]) -> list[str]:
+    """The instance uuids of rows that have an ``instance_uuid`` column."""
+    return [str(r.instance_uuid) for r in rows]
+
+
+def _relaxed(conn: Conn, q: Query, params: Mapping[str, object]) -> None:
     """One cleanup statement in a transaction that does not wait for the WAL flush,
     pipelined into a single round trip."""
     with conn.pipeline(), conn.transaction():
-        conn.execute(query("_session", "relax_commit_durability").statement)
-        conn.execute(query(table, name).statement, params)
+        _RELAX_DURABILITY.exec(conn)
+        q.run(conn, params)
 
 
 def move_specs(

@@ -19,6 +19,7 @@ move in progress is left alone), re-reads their state under the lock, and resolv
 from __future__ import annotations
 
 import contextlib
+import enum
 import heapq
 import itertools
 import uuid as uuid_mod
@@ -28,13 +29,23 @@ from typing import Any
 
 import attrs
 import psycopg
+from psycopg.rows import class_row
 
 from .._errors import ReqSpecError
 from .._store.config import API
 from .._store.locations import Location, SpecStore
 from .._store.queries import query
+from .chunking import chunks
 
 Conn = psycopg.Connection[tuple[object, ...]]
+#: Suspects locked per round: session advisory locks use shared lock-table slots.
+LOCK_ROUND = 500
+_LOCATION = class_row(Location)
+_LIST_ALL_LOCATIONS = query("spec_locations", "list_all_locations")
+_LIST_ALL_ROW_STATES = query("request_specs", "list_all_row_states")
+_GET_ROW_STATES = query("request_specs", "get_row_states")
+_TRY_LOCK = query("spec_locations", "try_lock_instances")
+_UNLOCK_ALL = query("spec_locations", "unlock_all")
 
 
 @attrs.frozen
@@ -45,9 +56,28 @@ class RowState:
     version: int
 
 
+class ProblemKind(enum.StrEnum):
+    ORPHAN = "orphan"  # spec rows without a location record
+    DUPLICATE = "duplicate"  # live in more than one database
+    HIDDEN_LEFTOVER = "hidden_leftover"  # a copy no move owns any more
+    MISSING = "missing"  # the location names a database without the spec
+    INTERRUPTED_MOVE = "interrupted_move"
+
+
+class Outcome(enum.StrEnum):
+    """What recover() did to one instance; each is a list of :class:`RecoveryReport`."""
+
+    ROLLED_BACK = "rolled_back"
+    FINISHED = "finished"
+    REPAIRED = "repaired"
+    DANGLING_REMOVED = "dangling_removed"
+    ADOPTED = "adopted"
+    BUSY = "busy"
+
+
 @attrs.frozen
 class Problem:
-    kind: str  # orphan | duplicate | hidden_leftover | missing | interrupted_move
+    kind: ProblemKind
     instance_uuid: str
     detail: str
 
@@ -73,6 +103,17 @@ class RecoveryReport:
     adopted: list[str]
     busy: list[str]
 
+    def record(self, outcome: Outcome, instance_uuid: str) -> None:
+        self.outcomes(outcome).append(instance_uuid)
+
+    def outcomes(self, outcome: Outcome) -> list[str]:
+        lists: dict[Outcome, list[str]] = {
+            Outcome.ROLLED_BACK: self.rolled_back, Outcome.FINISHED: self.finished,
+            Outcome.REPAIRED: self.repaired, Outcome.DANGLING_REMOVED: self.dangling_removed,
+            Outcome.ADOPTED: self.adopted, Outcome.BUSY: self.busy,
+        }
+        return lists[outcome]
+
     @property
     def changed(self) -> int:
         return (
@@ -87,35 +128,23 @@ class _Scanner:
         self.connections = store.repo.connections
         self.names = store.topology.database_names
 
-    def _stream(self, database: str, table: str, name: str) -> Iterator[tuple[Any, ...]]:
-        """All rows of one listing query through a server-side cursor (bounded memory)."""
-        with self.connections.connection(database) as conn:
-            conn.autocommit = False
-            try:
-                with conn.cursor(name=f"reqspec_scan_{uuid_mod.uuid4().hex[:12]}") as cur:
-                    cur.execute(query(table, name).statement)
-                    while batch := cur.fetchmany(2000):
-                        yield from batch
-            finally:
-                with contextlib.suppress(psycopg.Error):
-                    conn.rollback()
-                    conn.autocommit = True
-
     def _row_stream(self, name: str) -> Iterator[tuple[Any, Location | None, RowState | None]]:
-        for r in self._stream(name, "request_specs", "list_all_row_states"):
-            yield r[0], None, RowState(name, str(r[1]), _opt(r[2]), int(r[3]))
+        """All rows of one database in uuid order, through a server-side cursor."""
+        with self.connections.connection(name) as conn:
+            for r in _LIST_ALL_ROW_STATES.stream(conn):
+                yield r.instance_uuid, None, RowState(name, r.move_state, _opt(r.move_id), r.version)
+
+    def _location_stream(self) -> Iterator[tuple[Any, Location | None, RowState | None]]:
+        with self.connections.connection(API) as conn:
+            for loc in _LIST_ALL_LOCATIONS.stream(conn, row=_LOCATION):
+                yield uuid_mod.UUID(loc.instance_uuid), loc, None
 
     def suspects(self) -> tuple[list[str], int, dict[str, int]]:
         """Instances with a problem, the number of locations, and rows per database.
 
         Every database and the location records are read in uuid order and merged, so
         memory stays bounded whatever the number of specs; only suspects are kept."""
-        streams: list[Iterator[tuple[Any, Location | None, RowState | None]]] = [
-            (
-                (r[0], Location(str(r[0]), str(r[1]), 0, _opt(r[2]), _opt(r[3])), None)
-                for r in self._stream(API, "spec_locations", "list_all_locations")
-            )
-        ]
+        streams = [self._location_stream()]
         streams.extend(self._row_stream(name) for name in self.names)
         found: list[str] = []
         locations = 0
@@ -138,10 +167,8 @@ class _Scanner:
         found: dict[str, list[RowState]] = defaultdict(list)
         for name in self.names:
             with self.connections.connection(name) as conn:
-                for u, state, move_id, version in conn.execute(
-                    query("request_specs", "get_row_states").statement, {"instance_uuids": uuids}
-                ):
-                    found[str(u)].append(RowState(name, str(state), _opt(move_id), int(version)))
+                for r in _GET_ROW_STATES.many(conn, {"instance_uuids": uuids}):
+                    found[str(r.instance_uuid)].append(RowState(name, r.move_state, _opt(r.move_id), r.version))
         return found
 
 
@@ -151,23 +178,23 @@ def _opt(value: object) -> str | None:
 
 def _problems_of(key: str, loc: Location | None, rows: list[RowState]) -> list[Problem]:
     if loc is None:
-        return [Problem("orphan", key, f"spec rows in {sorted(r.database for r in rows)} but no location record")]
+        return [Problem(ProblemKind.ORPHAN, key, f"spec rows in {sorted(r.database for r in rows)} but no location record")]
     problems = []
     if loc.move_id is not None:
         problems.append(
-            Problem("interrupted_move", key, f"move {loc.move_id} from {loc.moved_from!r} committed, cleanup unfinished")
+            Problem(ProblemKind.INTERRUPTED_MOVE, key, f"move {loc.move_id} from {loc.moved_from!r} committed, cleanup unfinished")
         )
     live = [r for r in rows if r.state == "live"]
     if len(live) > 1:
-        problems.append(Problem("duplicate", key, f"live in {sorted(r.database for r in live)}"))
+        problems.append(Problem(ProblemKind.DUPLICATE, key, f"live in {sorted(r.database for r in live)}"))
     hidden = [r for r in rows if r.state != "live"]
     if hidden and loc.move_id is None:
-        kind = "interrupted_move" if any(r.state == "outgoing" for r in hidden) else "hidden_leftover"
+        kind = ProblemKind.INTERRUPTED_MOVE if any(r.state == "outgoing" for r in hidden) else ProblemKind.HIDDEN_LEFTOVER
         problems.append(Problem(kind, key, ", ".join(f"{r.state} row in {r.database!r}" for r in hidden)))
     if not any(r.database == loc.database for r in rows):
-        problems.append(Problem("missing", key, f"location names {loc.database!r}, which has no row"))
+        problems.append(Problem(ProblemKind.MISSING, key, f"location names {loc.database!r}, which has no row"))
     elif not problems and not any(r.database == loc.database and r.state == "live" for r in rows):
-        problems.append(Problem("hidden_leftover", key, f"the row in {loc.database!r} is not live"))
+        problems.append(Problem(ProblemKind.HIDDEN_LEFTOVER, key, f"the row in {loc.database!r} is not live"))
     return problems
 
 
@@ -176,17 +203,12 @@ def _locks(store: SpecStore, uuids: list[str]) -> Iterator[set[str]]:
     """Try-lock the instances on one API connection; yields those locked."""
     with store.repo.connections.connection(API) as api:
         try:
-            got = {
-                str(r[0])
-                for r in api.execute(
-                    query("spec_locations", "try_lock_instances").statement, {"instance_uuids": uuids}
-                ).fetchall()
-            }
+            got = {str(r.instance_uuid) for r in _TRY_LOCK.many(api, {"instance_uuids": uuids})}
             yield got
         finally:
             with contextlib.suppress(psycopg.Error, ReqSpecError):
                 if not api.closed:
-                    api.execute(query("spec_locations", "unlock_all").statement)
+                    _UNLOCK_ALL.exec(api)
 
 
 def verify(store: SpecStore) -> VerifyReport:
@@ -195,7 +217,7 @@ def verify(store: SpecStore) -> VerifyReport:
     suspects, locations, counts = scan.suspects()
     problems: list[Problem] = []
     busy: list[str] = []
-    for chunk in _chunks(suspects):
+    for chunk in chunks(suspects, LOCK_ROUND):
         with _locks(store, chunk) as locked:
             fresh_locs = store.locations(chunk)
             fresh_rows = scan.rows_of(chunk)
@@ -212,7 +234,7 @@ def recover(store: SpecStore) -> RecoveryReport:
     scan = _Scanner(store)
     suspects, _, _ = scan.suspects()
     report = RecoveryReport([], [], [], [], [], [])
-    for chunk in _chunks(suspects):
+    for chunk in chunks(suspects, LOCK_ROUND):
         with _locks(store, chunk) as locked:
             mine = [k for k in chunk if k in locked]
             report.busy.extend(k for k in chunk if k not in locked)
@@ -221,34 +243,27 @@ def recover(store: SpecStore) -> RecoveryReport:
             fresh_locs = store.locations(mine)
             fresh_rows = scan.rows_of(mine)
             for key in mine:
-                outcome = _resolve(store, key, fresh_locs.get(key), fresh_rows.get(key, []))
-                getattr(report, outcome).append(key)
+                report.record(_resolve(store, key, fresh_locs.get(key), fresh_rows.get(key, [])), key)
     return report
-
-
-def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
-    # Bounded per lock round: session advisory locks use shared lock-table slots.
-    for i in range(0, len(keys), size):
-        yield keys[i:i + size]
 
 
 def _exec(store: SpecStore, database: str, name: str, table: str, params: Mapping[str, object]) -> None:
     with store.repo.connections.connection(database) as conn:
-        conn.execute(query(table, name).statement, params)
+        query(table, name).run(conn, params)
 
 
-def _resolve(store: SpecStore, key: str, loc: Location | None, rows: list[RowState]) -> str:
+def _resolve(store: SpecStore, key: str, loc: Location | None, rows: list[RowState]) -> Outcome:
     """Bring one locked instance to its one live copy; returns the report field to count it in."""
     if loc is None:
         if all(r.state == "incoming" for r in rows):
             for r in rows:  # copies of a destroyed instance: nothing to adopt
                 _exec(store, r.database, "delete_any_row", "request_specs", {"instance_uuid": key})
-            return "repaired"
+            return Outcome.REPAIRED
         best = max(rows, key=lambda r: (r.state == "live", r.version))
         _exec(store, API, "insert_locations", "spec_locations",
               {"instance_uuids": [key], "database_name": best.database})
         _normalize(store, key, Location(key, best.database, 1), rows)
-        return "adopted"
+        return Outcome.ADOPTED
     if loc.move_id is not None:  # committed: finish the move
         batch = {"instance_uuids": [key], "move_id": loc.move_id}
         _exec(store, loc.database, "promote_incoming", "request_specs", batch)
@@ -261,20 +276,20 @@ def _resolve(store: SpecStore, key: str, loc: Location | None, rows: list[RowSta
         after = _Scanner(store).rows_of([key]).get(key, [])
         if fresh is not None and _problems_of(key, fresh, after):
             _normalize(store, key, fresh, after)
-        return "finished"
+        return Outcome.FINISHED
     sealed_at_home = any(r.database == loc.database and r.state == "outgoing" for r in rows)
     outcome = _normalize(store, key, loc, rows)
-    return "rolled_back" if sealed_at_home and outcome == "repaired" else outcome
+    return Outcome.ROLLED_BACK if sealed_at_home and outcome == Outcome.REPAIRED else outcome
 
 
-def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState]) -> str:
+def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState]) -> Outcome:
     """Make the row the location names the live one and delete every other copy."""
     one = {"instance_uuid": key}
     home = [r for r in rows if r.database == loc.database]
     if not home:
         if not rows:
             _exec(store, API, "delete_location", "spec_locations", one)
-            return "dangling_removed"
+            return Outcome.DANGLING_REMOVED
         best = max(rows, key=lambda r: (r.state == "live", r.version))
         _exec(store, API, "repoint_location", "spec_locations",
               {"instance_uuid": key, "database_name": best.database})
@@ -285,4 +300,4 @@ def _normalize(store: SpecStore, key: str, loc: Location, rows: list[RowState]) 
     for r in rows:
         if r.database != keep.database:
             _exec(store, r.database, "delete_any_row", "request_specs", one)
-    return "repaired"
+    return Outcome.REPAIRED

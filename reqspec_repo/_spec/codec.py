@@ -30,9 +30,9 @@ from .._errors import (
     SpecEncodeError,
     SpecValidationError,
 )
-from .._spec import model
-from .._spec.model import PER_OPERATION_FIELDS, RequestSpec
-from .._spec.upgrades import SCHEMA_VERSION, VERSION_KEY, document_version, upgrade
+from . import model
+from .model import PER_OPERATION_FIELDS, RequestSpec
+from .upgrades import SCHEMA_VERSION, VERSION_KEY, document_version, upgrade
 
 __all__ = [
     "CONVERTER",

@@ -243,7 +243,7 @@ def _canonical_uuid(path: str, value: object) -> str:
     try:
         return str(_uuid.UUID(value))
     except ValueError:
-        raise SpecValidationError(path, f"{value!r} is not a valid UUID") from None
+        raise SpecValidationError(path, f"{value!r} is not a uuid") from None
 
 
 def canonical_uuid(value: str | _uuid.UUID, field: str = "uuid") -> str:

@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 
 from .._errors import ConfigError
-from .._store.dsn import mask_dsn, validate_dsn
+from .dsn import mask_dsn, validate_dsn
 
 API = "api"
 """The name of the API database in contexts, locations and messages."""

@@ -11,7 +11,7 @@ import uuid
 
 import attrs
 
-from .._store.config import API
+from .config import API
 
 
 @attrs.frozen

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import uuid as uuid_mod
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 import psycopg
+from psycopg.rows import class_row
 
 from .._errors import LocationNotFoundError, SpecNotFoundError
 from .._spec import codec
 from .._spec.model import RequestSpec
-from .._store.config import API
-from .._store.context import RequestContext
-from .._store.queries import query
-from .._store.repository import RequestSpecRepository, StoredSpec, normalize_uuid
+from .config import API
+from .context import RequestContext
+from .queries import query
+from .repository import RequestSpecRepository, StoredSpec, normalize_uuid
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -30,31 +32,29 @@ class Location:
     """Where one instance's spec lives. ``move_id`` is set from a move's commit point
     until its cleanup is done (``database`` is then already the move's target)."""
 
-    instance_uuid: str
+    # Converters: built from rows too (class_row), where uuids come as uuid.UUID.
+    instance_uuid: str = attrs.field(converter=str)
     database: str
     version: int
-    move_id: str | None = None
+    move_id: str | None = attrs.field(default=None, converter=attrs.converters.optional(str))
     moved_from: str | None = None
 
 
-def _location(instance_uuid: str, row: Sequence[object]) -> Location:
-    db, version, move_id, moved_from = row
-    return Location(
-        instance_uuid,
-        str(db),
-        int(version),  # type: ignore[call-overload]
-        str(move_id) if move_id is not None else None,
-        str(moved_from) if moved_from is not None else None,
-    )
+_LOCATION = class_row(Location)
+_GET_LOCATION = query("spec_locations", "get_location")
+_GET_LOCATIONS = query("spec_locations", "get_locations")
+_LOCK_INSTANCE = query("spec_locations", "lock_instance_for_transaction")
+_LOCK_INSTANCES = query("spec_locations", "lock_instances_for_transaction")
+_INSERT_LOCATIONS = query("spec_locations", "insert_locations")
+_DELETE_LOCATION = query("spec_locations", "delete_location")
+_GET_COMMITTED = query("request_specs", "get_committed_by_instance_uuid")
+_DELETE_ANY_ROW = query("request_specs", "delete_any_row")
 
 
 def lock_instance(conn: Conn, instance_uuid: str) -> None:
     """Wait (bounded by lock_timeout) until no mover or recovery holds this instance; the
     lock lasts until the end of the caller's transaction."""
-    conn.execute(
-        query("spec_locations", "lock_instance_for_transaction").statement,
-        {"instance_uuid": instance_uuid},
-    )
+    _LOCK_INSTANCE.exec(conn, {"instance_uuid": instance_uuid})
 
 
 class SpecStore:
@@ -68,23 +68,23 @@ class SpecStore:
         return f"SpecStore({self.repo!r})"
 
     def create(
-        self, specs: Sequence[RequestSpec], *, database: str = API
+        self, specs: RequestSpec | Sequence[RequestSpec], *, database: str = API
     ) -> list[StoredSpec]:
-        """Store new specs and their location records, all or nothing.
+        """Store new specs (one, or a sequence) and their location records, all or nothing.
 
         In the API database (the default, as at boot before scheduling) both go in one
         transaction. Into a cell, the API transaction holds the instances' locks and the
         location rows while the specs are written to the cell, and commits last: a crash
         in between leaves at most an unacknowledged spec row without a location, which
         ``recover()`` adopts; never a location pointing at nothing."""
+        if isinstance(specs, RequestSpec):
+            specs = [specs]
         uuids = [s.instance_uuid for s in specs]
         params = {"instance_uuids": uuids, "database_name": database}
         self.topology.database(database)  # unknown cell: ConfigError before any write
         with self.repo.unit_of_work(RequestContext(API)) as uow:
-            uow.conn.execute(
-                query("spec_locations", "lock_instances_for_transaction").statement, params
-            )
-            uow.conn.execute(query("spec_locations", "insert_locations").statement, params)
+            _LOCK_INSTANCES.exec(uow.conn, params)
+            _INSERT_LOCATIONS.exec(uow.conn, params)
             if database == API:
                 stored = uow.create_many(specs)
             else:
@@ -95,20 +95,16 @@ class SpecStore:
     def location(self, instance_uuid: str | uuid_mod.UUID) -> Location:
         key = normalize_uuid(instance_uuid)
         with self.repo.connections.connection(API) as conn:
-            row = conn.execute(
-                query("spec_locations", "get_location").statement, {"instance_uuid": key}
-            ).fetchone()
-        if row is None:
+            found = _GET_LOCATION.one(conn, {"instance_uuid": key}, row=_LOCATION)
+        if found is None:
             raise LocationNotFoundError(key)
-        return _location(key, row)
+        return found
 
     def locations(self, instance_uuids: Iterable[str | uuid_mod.UUID]) -> dict[str, Location]:
         keys = [normalize_uuid(u) for u in instance_uuids]
         with self.repo.connections.connection(API) as conn:
-            rows = conn.execute(
-                query("spec_locations", "get_locations").statement, {"instance_uuids": keys}
-            ).fetchall()
-        return {str(r[0]): _location(str(r[0]), r[1:]) for r in rows}
+            rows = _GET_LOCATIONS.many(conn, {"instance_uuids": keys}, row=_LOCATION)
+        return {loc.instance_uuid: loc for loc in rows}
 
     def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         """The spec of an instance, wherever it lives. During a move the spec stays
@@ -116,14 +112,13 @@ class SpecStore:
         loc = self.location(instance_uuid)
         database = self.topology.database(loc.database)
         with self.repo.connections.connection(database.name) as conn:
-            row = conn.execute(
-                query("request_specs", "get_committed_by_instance_uuid").statement,
-                {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.move_id},
-            ).fetchone()
+            row: Any = _GET_COMMITTED.one(
+                conn, {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.move_id}
+            )
         if row is None:
             raise SpecNotFoundError(loc.instance_uuid, database.name)
-        spec = codec.decode(row[0], instance_uuid=loc.instance_uuid, database=database.name)
-        return StoredSpec(spec, int(row[1]), database.name)
+        spec = codec.decode(row.spec, instance_uuid=loc.instance_uuid, database=database.name)
+        return StoredSpec(spec, row.version, database.name)
 
     def context_for(self, instance_uuid: str | uuid_mod.UUID) -> RequestContext:
         """A request context targeting the database that holds this instance's spec."""
@@ -141,10 +136,7 @@ class SpecStore:
         key = normalize_uuid(instance_uuid)
         with self.repo.unit_of_work(RequestContext(API)) as uow:
             lock_instance(uow.conn, key)
-            row = uow.conn.execute(
-                query("spec_locations", "get_location").statement, {"instance_uuid": key}
-            ).fetchone()
-            if row is None:
+            if _GET_LOCATION.one(uow.conn, {"instance_uuid": key}) is None:
                 uow.commit()
                 return False
             for name in self.topology.database_names:
@@ -153,7 +145,7 @@ class SpecStore:
                 # first: a crash here leaves a location without a spec, which verify()
                 # reports and recover() removes; never an orphan spec.
                 with self.repo.connections.connection(name) as conn:
-                    conn.execute(query("request_specs", "delete_any_row").statement, {"instance_uuid": key})
-            uow.conn.execute(query("spec_locations", "delete_location").statement, {"instance_uuid": key})
+                    _DELETE_ANY_ROW.exec(conn, {"instance_uuid": key})
+            _DELETE_LOCATION.one(uow.conn, {"instance_uuid": key})
             uow.commit()
         return True

@@ -17,11 +17,11 @@ from yoyo import read_migrations
 from yoyo.backends import DatabaseBackend, get_backend_class
 from yoyo.connections import DatabaseURI
 
-from .._errors import ReqSpecError, SchemaError
-from .._store.config import Database, Topology
-from .._store.dsn import mask_text, password_of
-from .._store.queries import query
-from .._store.resources import migrations_dir
+from .._errors import ReqSpecError, SchemaError, first_line
+from .config import Database, Topology
+from .dsn import mask_text, password_of
+from .queries import query
+from .resources import migrations_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ def _guarded(database: Database, action: Callable[[], Any]) -> Any:
     except ReqSpecError:
         raise
     except Exception as exc:  # any driver/yoyo error: one line, password masked
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MigrationError(database, mask_text(text, [secret] if secret else [])) from None
+        raise MigrationError(database, mask_text(first_line(exc), [secret] if secret else [])) from None
 
 
 def schema_status(database: Database) -> SchemaStatus:

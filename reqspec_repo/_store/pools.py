@@ -24,10 +24,11 @@ from .._errors import (
     ReadOnlyDatabaseError,
     ReqSpecError,
     SchemaError,
+    first_line,
 )
-from .._store.config import Database, Topology
-from .._store.documents import register_document_types
-from .._store.dsn import mask_text, password_of
+from .config import Database, Topology
+from .documents import register_document_types
+from .dsn import mask_text, password_of
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -43,12 +44,12 @@ def translate_error(database: Database, exc: BaseException) -> BaseException | N
     if isinstance(exc, pg_errors.UndefinedTable):
         return SchemaError(database.name, "the reqspec tables are missing; run `reqspec migrate` first")
     if isinstance(exc, (pg_errors.QueryCanceled, pg_errors.LockNotAvailable)):
-        return DatabaseUnavailableError(database.name, f"timed out ({_first_line(exc)})")
+        return DatabaseUnavailableError(database.name, f"timed out ({first_line(exc)})")
     if isinstance(exc, PoolTimeout):
         return DatabaseUnavailableError(database.name, "no connection could be had in time")
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         secret = password_of(database.dsn)
-        return DatabaseUnavailableError(database.name, mask_text(_first_line(exc), [secret] if secret else []))
+        return DatabaseUnavailableError(database.name, mask_text(first_line(exc), [secret] if secret else []))
     return None
 
 
@@ -62,11 +63,6 @@ def translated_errors(database: Database) -> Iterator[None]:
         if typed is None:
             raise
         raise typed from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
@@ -90,7 +86,7 @@ class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
         try:
             conn = super().connect(conninfo, **kwargs)
         except psycopg.Error as exc:
-            cls.last_connect_error = _first_line(exc)
+            cls.last_connect_error = first_line(exc)
             raise
         cls.last_connect_error = None
         return conn

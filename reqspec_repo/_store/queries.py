@@ -1,25 +1,44 @@
-"""Named SQL queries, loaded once at import from ``sql/*.sql``.
+"""Named SQL queries, loaded once at import from ``sql/*.sql``, and the one way to run them.
 
 Each query starts with an aiosql/sqlc style header ``-- name: verb_noun :cardinality``;
-the cardinality (``:one``, ``:many``, ``:scalar``, ``:exec``) says what the caller
-fetches. A 40-line loader is used instead of aiosql because the repository drives
+the cardinality decides what running it gives back, and only the call of that
+cardinality is allowed (a mismatch fails loudly at first use):
+
+* ``:one`` -> :meth:`Query.one`: one record or None;
+* ``:many`` -> :meth:`Query.many` (a list) or :meth:`Query.stream` (a server-side cursor);
+* ``:scalar`` -> :meth:`Query.scalar`: the first column of the one row;
+* ``:exec`` -> :meth:`Query.exec`: the number of rows affected;
+* ``:copy`` -> :meth:`Query.copy`: a ``COPY ... FROM STDIN`` to write rows into.
+
+Records are named and typed through psycopg row factories: ``namedtuple_row`` by
+default, ``class_row(SomeAttrsClass)`` where a caller wants its own type. A 40-line loader is used instead of aiosql because the repository drives
 psycopg directly (pipelines, COPY, server-side cursors, binary rows), which aiosql's
 execution layer would hide; only the "SQL lives in files" convention is borrowed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 import attrs
+import psycopg
+from psycopg.rows import RowFactory, namedtuple_row, tuple_row
 
-from .._store.resources import sql_dir
+from .resources import sql_dir
 
-Cardinality = Literal["one", "many", "scalar", "exec"]
+Cardinality = Literal["one", "many", "scalar", "exec", "copy"]
+Params: TypeAlias = Mapping[str, object] | None
+#: A connection, or a cursor kept by the caller (the repository's hot paths reuse one).
+Executor: TypeAlias = "psycopg.Connection[Any] | psycopg.Cursor[Any]"
+R = TypeVar("R")
+#: libpq 17 added chunked fetching (``Cursor.stream(size=...)``); older ones fetch whole.
+_CHUNKED_ROWS = psycopg.pq.version() >= 170000
 
-_HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*:(one|many|scalar|exec)\s*$")
+_HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*:(one|many|scalar|exec|copy)\s*$")
 
 
 @attrs.frozen
@@ -33,6 +52,105 @@ class Query:
     @statement.default
     def _encode(self) -> bytes:
         return self.sql.encode("utf-8")
+
+    def _expect(self, cardinality: Cardinality) -> None:
+        if self.cardinality != cardinality:
+            raise TypeError(
+                f"query {self.name!r} is :{self.cardinality}; it cannot be run as :{cardinality}"
+            )
+
+    def _cursor(self, executor: Executor, row: RowFactory[Any]) -> psycopg.Cursor[Any]:
+        if isinstance(executor, psycopg.Cursor):
+            executor.row_factory = row
+            return executor
+        return executor.cursor(row_factory=row)
+
+    @overload
+    def one(self, executor: Executor, params: Params = None) -> Any: ...
+    @overload
+    def one(self, executor: Executor, params: Params = None, *, row: RowFactory[R]) -> R | None: ...
+    def one(self, executor: Executor, params: Params = None, *, row: RowFactory[Any] = namedtuple_row) -> Any:
+        """The one row of a ``:one`` query, or None."""
+        self._expect("one")
+        cur = self._cursor(executor, row)
+        cur.execute(self.statement, params)
+        return cur.fetchone()
+
+    @overload
+    def many(self, executor: Executor, params: Params = None) -> list[Any]: ...
+    @overload
+    def many(self, executor: Executor, params: Params = None, *, row: RowFactory[R]) -> list[R]: ...
+    def many(self, executor: Executor, params: Params = None, *, row: RowFactory[Any] = namedtuple_row) -> list[Any]:
+        """Every row of a ``:many`` query."""
+        self._expect("many")
+        cur = self._cursor(executor, row)
+        cur.execute(self.statement, params)
+        return cur.fetchall()
+
+    def each(
+        self,
+        cur: psycopg.Cursor[Any],
+        params: Params = None,
+        *,
+        row: RowFactory[Any] = namedtuple_row,
+        chunk: int = 200,
+    ) -> Iterator[Any]:
+        """The rows of a ``:many`` query as they arrive, ``chunk`` rows at a time (libpq 17
+        chunked mode: the caller works on the first rows while the server sends the rest);
+        with an older libpq, the whole result is fetched first."""
+        self._expect("many")
+        cur = self._cursor(cur, row)
+        if _CHUNKED_ROWS:
+            yield from cur.stream(self.statement, params, size=chunk)
+        else:
+            cur.execute(self.statement, params)
+            yield from cur.fetchall()
+
+    def stream(
+        self,
+        conn: psycopg.Connection[Any],
+        params: Params = None,
+        *,
+        row: RowFactory[Any] = namedtuple_row,
+        batch: int = 2000,
+    ) -> Iterator[Any]:
+        """The rows of a ``:many`` query through a server-side cursor, ``batch`` at a time:
+        bounded memory whatever the table's size. Needs a transaction (the cursor lives in
+        it); one is opened if the connection is in autocommit."""
+        self._expect("many")
+        with conn.transaction(), conn.cursor(name=f"reqspec_iter_{self.name}", row_factory=row) as cur:
+            cur.itersize = batch
+            cur.execute(self.statement, params)
+            yield from cur
+
+    def scalar(self, executor: Executor, params: Params = None) -> Any:
+        """The first column of the one row of a ``:scalar`` query (None without a row)."""
+        self._expect("scalar")
+        cur = self._cursor(executor, tuple_row)
+        cur.execute(self.statement, params)
+        found = cur.fetchone()
+        return None if found is None else found[0]
+
+    def run(self, executor: Executor, params: Params = None) -> Any:
+        """Run the query as its cardinality says (``:one`` a record or None, ``:many`` a
+        list of records, ``:scalar`` a value, ``:exec`` a row count), for callers that run
+        queries by name and need no static type."""
+        if self.cardinality == "copy":
+            raise TypeError(f"query {self.name!r} is :copy; use Query.copy()")
+        method = {"one": self.one, "many": self.many, "scalar": self.scalar, "exec": self.exec}
+        return method[self.cardinality](executor, params)
+
+    def copy(self, cur: psycopg.Cursor[Any]) -> contextlib.AbstractContextManager[psycopg.Copy]:
+        """The COPY of a ``:copy`` query on ``cur``, to use as a context manager."""
+        self._expect("copy")
+        return cur.copy(self.statement)
+
+    def exec(self, executor: Executor, params: Params = None) -> int:
+        """Run an ``:exec`` query; the number of rows it affected."""
+        self._expect("exec")
+        cur = self._cursor(executor, tuple_row)
+        cur.execute(self.statement, params)
+        return cur.rowcount
 
 
 def parse_queries(text: str, source: str) -> dict[str, Query]:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import re
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.rows import tuple_row
 
 from .._errors import (
     BatchError,
@@ -30,15 +31,14 @@ from .._errors import (
     SpecExistsError,
     SpecMovingError,
     SpecNotFoundError,
-    SpecValidationError,
 )
 from .._spec import codec
-from .._spec.model import RequestSpec
-from .._store.config import Database, Topology
-from .._store.context import RequestContext
-from .._store.documents import as_jsonb
-from .._store.pools import Connections, GuardedConnection, translated_errors
-from .._store.queries import query
+from .._spec.model import RequestSpec, canonical_uuid
+from .config import Database, Topology
+from .context import RequestContext
+from .documents import as_jsonb
+from .pools import Connections, GuardedConnection, translated_errors
+from .queries import query
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +78,23 @@ class SpecBatch:
 #: Rows per chunk when a batch read is streamed (chunked rows mode, libpq 17 or later;
 #: with an older libpq the batch is fetched whole).
 STREAM_CHUNK_ROWS = 200
-_CHUNKED_ROWS = psycopg.pq.version() >= 170000
 
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
+_INSERT_SPEC = query("request_specs", "insert_spec")
+_COPY_SPECS_IN = query("request_specs", "copy_specs_in")
+_LIST_EXISTING = query("request_specs", "list_existing_instance_uuids")
+_GET_BY_UUID = query("request_specs", "get_by_instance_uuid")
+_GET_MANY = query("request_specs", "get_many_by_instance_uuids")
+_GET_STATE = query("request_specs", "get_state_by_instance_uuid")
+_UPDATE_IF_VERSION = query("request_specs", "update_spec_if_version")
+_DELETE_SPEC = query("request_specs", "delete_spec")
+_EXISTS_SPEC = query("request_specs", "exists_spec")
+_COUNT_SPECS = query("request_specs", "count_specs")
+_LIST_SPECS = query("request_specs", "list_specs")
+_LIST_SPECS_PAGE = query("request_specs", "list_specs_page")
 
 def normalize_uuid(value: str | uuid_mod.UUID, field: str = "instance_uuid") -> str:
     """Canonical lower-case text form; a typed error names the bad argument."""
-    if value.__class__ is str and _CANONICAL_UUID.fullmatch(value):
-        return value  # the common case, without building a UUID
-    if isinstance(value, uuid_mod.UUID):
-        return str(value)
-    try:
-        return str(uuid_mod.UUID(str(value)))
-    except (ValueError, TypeError, AttributeError):
-        raise SpecValidationError(field, f"{value!r} is not a uuid") from None
+    return canonical_uuid(value, field)
 
 
 @contextlib.contextmanager
@@ -113,6 +115,20 @@ def _log_decode_error(error: SpecDecodeError) -> None:
     log.error("skipping undecodable row: %s", error)
 
 
+@attrs.frozen
+class ListedSpec:
+    """One row of a page of :meth:`RequestSpecRepository.list_page`: the spec, or the
+    error that decoding it gave (a listing shows broken rows rather than stopping)."""
+
+    id: int
+    instance_uuid: str
+    version: int
+    state: str
+    updated_at: datetime
+    spec: RequestSpec | None
+    error: SpecDecodeError | None
+
+
 class SpecSession:
     """The repository operations bound to one connection of one database."""
 
@@ -122,12 +138,6 @@ class SpecSession:
         self.max_document_bytes = max_document_bytes
         self._cursor = conn.one_row_cursor()
 
-    def _one(self, statement: bytes, params: dict[str, object] | None = None) -> Row | None:
-        """Run a statement that returns at most one row, on the connection's kept cursor."""
-        cur = self._cursor
-        cur.execute(statement, params)
-        return cur.fetchone()
-
     def _encode(self, spec: RequestSpec) -> bytes:
         return codec.encode(spec, max_bytes=self.max_document_bytes)
 
@@ -136,10 +146,9 @@ class SpecSession:
 
     def create(self, spec: RequestSpec) -> StoredSpec:
         doc = self._encode(spec)
-        q = query("request_specs", "insert_spec")
         try:
-            row = self._one(
-                q.statement,
+            row = _INSERT_SPEC.one(
+                self._cursor,
                 {
                     "instance_uuid": spec.instance_uuid,
                     "spec": as_jsonb(doc),
@@ -149,7 +158,7 @@ class SpecSession:
         except pg_errors.UniqueViolation:
             raise SpecExistsError(spec.instance_uuid, self.database.name) from None
         assert row is not None
-        return StoredSpec(spec, int(row[0]), self.database.name)  # type: ignore[call-overload]
+        return StoredSpec(spec, row.version, self.database.name)
 
     def create_many(self, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
         if not specs:
@@ -184,27 +193,24 @@ class SpecSession:
         try:
             version = codec.SCHEMA_VERSION
             with guard, self.conn.cursor() as cur:
-                with cur.copy(query("request_specs", "copy_specs_in").statement) as copy:
+                with _COPY_SPECS_IN.copy(cur) as copy:
                     copy.set_types(["uuid", "jsonb", "int4"])
                     write_row = copy.write_row
                     for key, doc in zip(uuids, docs, strict=True):
                         write_row((uuid_mod.UUID(key), as_jsonb(doc), version))
         except pg_errors.UniqueViolation:
-            existing = self.conn.execute(
-                query("request_specs", "list_existing_instance_uuids").statement,
-                {"instance_uuids": uuids},
-            ).fetchall()
+            existing: list[Any] = _LIST_EXISTING.many(self.conn, {"instance_uuids": uuids})
             raise BatchError(
-                {str(r[0]): SpecExistsError(str(r[0]), self.database.name) for r in existing}
+                {str(r.instance_uuid): SpecExistsError(str(r.instance_uuid), self.database.name) for r in existing}
             ) from None
         return [StoredSpec(s, 1, self.database.name) for s in specs]
 
     def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         key = normalize_uuid(instance_uuid)
-        row = self._one(query("request_specs", "get_by_instance_uuid").statement, {"instance_uuid": key})
+        row = _GET_BY_UUID.one(self._cursor, {"instance_uuid": key})
         if row is None:
             raise SpecNotFoundError(key, self.database.name)
-        return StoredSpec(self._decode(row[0], key), int(row[1]), self.database.name)  # type: ignore[call-overload]
+        return StoredSpec(self._decode(row.spec, key), row.version, self.database.name)
 
     def get_many(self, instance_uuids: Iterable[str | uuid_mod.UUID]) -> SpecBatch:
         keys = list(dict.fromkeys(normalize_uuid(u) for u in instance_uuids))
@@ -214,15 +220,11 @@ class SpecSession:
             with _gc_paused():
                 name = self.database.name
                 decode = codec.decode
-                statement = query("request_specs", "get_many_by_instance_uuids").statement
-                params = {"instance_uuids": keys}
                 with self.conn.cursor() as cur:
                     # Streamed in chunks: specs are decoded here while the server is still
                     # producing the next rows, instead of after the whole result arrived.
-                    rows: Iterable[tuple[Any, ...]] = (
-                        cur.stream(statement, params, size=STREAM_CHUNK_ROWS)
-                        if _CHUNKED_ROWS
-                        else cur.execute(statement, params).fetchall()
+                    rows = _GET_MANY.each(
+                        cur, {"instance_uuids": keys}, row=tuple_row, chunk=STREAM_CHUNK_ROWS
                     )
                     for raw_uuid, doc, version in rows:
                         key = str(raw_uuid)
@@ -237,8 +239,8 @@ class SpecSession:
 
     def save(self, spec: RequestSpec, expected_version: int) -> StoredSpec:
         doc = self._encode(spec)
-        row = self._one(
-            query("request_specs", "update_spec_if_version").statement,
+        row = _UPDATE_IF_VERSION.one(
+            self._cursor,
             {
                 "instance_uuid": spec.instance_uuid,
                 "spec": as_jsonb(doc),
@@ -247,24 +249,22 @@ class SpecSession:
             },
         )
         if row is not None:
-            return StoredSpec(spec, int(row[0]), self.database.name)  # type: ignore[call-overload]
+            return StoredSpec(spec, row.version, self.database.name)
         raise self._explain_failed_write(spec.instance_uuid, expected_version)
 
     def _explain_failed_write(self, key: str, expected_version: int | None) -> ReqSpecError:
-        state = self._one(
-            query("request_specs", "get_state_by_instance_uuid").statement, {"instance_uuid": key}
-        )
+        state = _GET_STATE.one(self._cursor, {"instance_uuid": key})
         if state is None:
             if expected_version is None:
                 return SpecNotFoundError(key, self.database.name)
             return ConflictError(key, self.database.name, expected_version, None)
-        if state[1] != "live":  # sealed source or not-yet-live target of a move
+        if state.move_state != "live":  # sealed source or not-yet-live target of a move
             return SpecMovingError(key, self.database.name)
-        return ConflictError(key, self.database.name, expected_version or 0, int(state[0]))  # type: ignore[call-overload]
+        return ConflictError(key, self.database.name, expected_version or 0, state.version)
 
     def destroy(self, instance_uuid: str | uuid_mod.UUID, *, missing_ok: bool = False) -> bool:
         key = normalize_uuid(instance_uuid)
-        row = self._one(query("request_specs", "delete_spec").statement, {"instance_uuid": key})
+        row = _DELETE_SPEC.one(self._cursor, {"instance_uuid": key})
         if row is not None:
             return True
         error = self._explain_failed_write(key, None)
@@ -273,15 +273,10 @@ class SpecSession:
         raise error
 
     def exists(self, instance_uuid: str | uuid_mod.UUID) -> bool:
-        row = self._one(
-            query("request_specs", "exists_spec").statement,
-            {"instance_uuid": normalize_uuid(instance_uuid)},
-        )
-        return bool(row and row[0])
+        return bool(_EXISTS_SPEC.scalar(self._cursor, {"instance_uuid": normalize_uuid(instance_uuid)}))
 
     def count(self) -> int:
-        row = self._one(query("request_specs", "count_specs").statement)
-        return int(row[0]) if row else 0  # type: ignore[call-overload]
+        return int(_COUNT_SPECS.scalar(self._cursor) or 0)
 
 
 class UnitOfWork(SpecSession):
@@ -352,6 +347,24 @@ class RequestSpecRepository:
                         conn.rollback()
                     conn.autocommit = True
 
+    def list_page(self, context: RequestContext, *, after_id: int = 0, limit: int = 100) -> list[ListedSpec]:
+        """Up to ``limit`` specs of one database in row order after row ``after_id``
+        (keyset paging: pass the last ``id`` of a page to get the next one)."""
+        database = self.topology.database(context.database)
+        with self.connections.connection(database.name) as conn:
+            rows = _LIST_SPECS_PAGE.many(conn, {"after_id": after_id, "limit": limit})
+        listed = []
+        for r in rows:
+            key = str(r.instance_uuid)
+            spec: RequestSpec | None = None
+            error: SpecDecodeError | None = None
+            try:
+                spec = codec.decode(r.spec, instance_uuid=key, database=database.name)
+            except SpecDecodeError as exc:
+                error = exc
+            listed.append(ListedSpec(r.id, key, r.version, r.move_state, r.updated_at, spec, error))
+        return listed
+
     # -- one-statement operations -------------------------------------------------------
 
     def create(self, context: RequestContext, spec: RequestSpec) -> StoredSpec:
@@ -400,25 +413,15 @@ class RequestSpecRepository:
         cannot be decoded is passed to ``on_error`` (logged by default) and skipped; with
         ``on_error=None`` it raises instead."""
         database = self.topology.database(context.database)
-        with self.connections.connection(database.name) as conn:
-            conn.autocommit = False
-            try:
-                with translated_errors(database):
-                    with conn.cursor(name=f"reqspec_iter_{uuid_mod.uuid4().hex[:12]}") as cur:
-                        cur.itersize = batch_size
-                        cur.execute(query("request_specs", "list_specs").statement)
-                        while rows := cur.fetchmany(batch_size):
-                            for raw_uuid, doc, version in rows:
-                                key = str(raw_uuid)
-                                try:
-                                    spec = codec.decode(doc, instance_uuid=key, database=database.name)
-                                except SpecDecodeError as exc:
-                                    if on_error is None:
-                                        raise
-                                    on_error(exc)
-                                    continue
-                                yield StoredSpec(spec, int(version), database.name)
-            finally:
-                with contextlib.suppress(psycopg.Error):
-                    conn.rollback()
-                    conn.autocommit = True
+        with self.connections.connection(database.name) as conn, translated_errors(database):
+            row: Any
+            for row in _LIST_SPECS.stream(conn, batch=batch_size):
+                key = str(row.instance_uuid)
+                try:
+                    spec = codec.decode(row.spec, instance_uuid=key, database=database.name)
+                except SpecDecodeError as exc:
+                    if on_error is None:
+                        raise
+                    on_error(exc)
+                    continue
+                yield StoredSpec(spec, row.version, database.name)

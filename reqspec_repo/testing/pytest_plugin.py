@@ -30,6 +30,9 @@ Fixtures
 All servers started here ask for a random password (scram-sha-256) and listen on 127.0.0.1
 only; their DSNs carry the password, which :func:`mask_dsn` hides wherever one is shown.
 
+``fresh_topology`` / ``split_topology`` (function)
+    Migrated throwaway topologies on these servers: :mod:`reqspec_repo.testing.topology`.
+
 Every server started here is stopped at the end (fixture finalizers, plus atexit and a SIGTERM
 handler as backstops); temp servers orphaned by a killed pytest are swept at the next run.
 """
@@ -66,6 +69,9 @@ from .._embedded import (
 from .._embedded.default import restrict_folder
 from . import containers
 from .containers import ContainerServer
+
+# The topology fixtures come with this plugin.
+pytest_plugins = ["reqspec_repo.testing.topology"]
 
 __all__ = [
     "ENV_BACKEND",
