@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
+import pwd
+import subprocess
 import traceback
 import uuid
 
@@ -18,6 +21,13 @@ from psycopg import sql as pg_sql
 
 from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._cli.main import main as cli_main
+from reqspec_repo._embedded import (
+    LocalServer,
+    embedded_default,
+    embedded_default_server,
+    find_bin_dir,
+    stop_embedded_default,
+)
 from reqspec_repo._errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -213,18 +223,14 @@ def test_no_password_in_logs_errors_reprs_or_cli_output(password_server, caplog,
 # --- the servers we start: only their owner gets in -----------------------------------
 
 # Run as another OS user (with the psql of the embedded server's binaries): tries the server
-# without the password (TCP, socket), with a guess, reads the password file, then connects with
-# the password given to it (proving that what failed before failed on authentication).
+# without the password (TCP, and the socket of an embedded server), with a guess, reads the
+# password file, then connects with the password given to it (proving that what failed
+# before failed on authentication).
 def probe_as(user: str, server) -> dict[str, str]:
-    import os
-    import pwd
-    import subprocess
-
-    from reqspec_repo._embedded import find_bin_dir
-
     account = pwd.getpwnam(user)
     psql = str(find_bin_dir() / "psql")
     base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent", "PGCONNECT_TIMEOUT": "5"}
+    password = str(conninfo.conninfo_to_dict(server.dsn())["password"])
 
     def run(argv: list[str], **env: str) -> str:
         result = subprocess.run(
@@ -237,13 +243,15 @@ def probe_as(user: str, server) -> dict[str, str]:
         return run([psql, "-X", "-w", "-h", host, "-p", str(server.port), "-U", "postgres", "-d", "postgres",
                     "-c", "SELECT 1"], **env)
 
-    return {
+    found = {
         "tcp": attempt("127.0.0.1"),
         "tcp_guess": attempt("127.0.0.1", PGPASSWORD="postgres"),
-        "socket": attempt(str(server.socket_dir)),
-        "password_file": run(["cat", str(server.password_file)]),
-        "tcp_with_password": attempt("127.0.0.1", PGPASSWORD=server.password_file.read_text().strip()),
+        "tcp_with_password": attempt("127.0.0.1", PGPASSWORD=password),
     }
+    if isinstance(server, LocalServer):  # a container's socket and password stay inside it
+        found["socket"] = attempt(str(server.socket_dir))
+        found["password_file"] = run(["cat", str(server.password_file)])
+    return found
 
 
 def assert_only_the_owner_gets_in(server, user: str) -> None:
@@ -251,43 +259,40 @@ def assert_only_the_owner_gets_in(server, user: str) -> None:
     assert found["tcp_with_password"] == "connected", found  # the probe itself works
     assert "no password supplied" in found["tcp"], found
     assert "password authentication failed" in found["tcp_guess"], found
-    assert "Permission denied" in found["password_file"], found
-    if user == "nobody":
-        assert "Permission denied" in found["socket"], found  # cannot even enter the directory
-    else:  # the server's own account can reach its socket, and is asked for the password there
-        assert "no password supplied" in found["socket"], found
+    if isinstance(server, LocalServer):
+        assert "Permission denied" in found["password_file"], found
+        if user == "nobody":
+            assert "Permission denied" in found["socket"], found  # cannot even enter the directory
+        else:  # the server's own account can reach its socket, and is asked for the password there
+            assert "no password supplied" in found["socket"], found
     # the owner, with the DSN the library built, gets in
     with psycopg.connect(server.dsn(), connect_timeout=10) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
 
 
 def _other_users(server) -> list[str]:
-    import os
-    import pwd
-
     users = ["nobody"]
-    server_user = pwd.getpwuid(os.stat(server.pgdata).st_uid).pw_name
-    if server_user not in users and server_user != "root":
-        users.append(server_user)
+    if isinstance(server, LocalServer):
+        server_user = pwd.getpwuid(os.stat(server.pgdata).st_uid).pw_name
+        if server_user not in users and server_user != "root":
+            users.append(server_user)
     return users
 
 
-needs_root = pytest.mark.skipif(
-    __import__("os").geteuid() != 0, reason="acting as another OS user needs root"
-)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another OS user needs root")
 
 
 @needs_root
-def test_another_os_user_cannot_connect_to_a_harness_server(killable_server, pg_server_b):
-    for server in (killable_server(), pg_server_b.local_server):
+def test_another_os_user_cannot_connect_to_a_harness_server(killable_server, pg_server_b, disposable_server):
+    # an embedded server, the second server of the run, and one of the run's kind (container)
+    servers = [killable_server(), pg_server_b.local_server or pg_server_b.container, disposable_server()]
+    for server in servers:
         for user in _other_users(server):
             assert_only_the_owner_gets_in(server, user)
 
 
 @needs_root
 def test_another_os_user_cannot_connect_to_the_embedded_default(tmp_path):
-    from reqspec_repo._embedded import embedded_default, embedded_default_server, stop_embedded_default
-
     try:
         topology = embedded_default(tmp_path)
         server = embedded_default_server(tmp_path)
@@ -303,9 +308,7 @@ def test_another_os_user_cannot_connect_to_the_embedded_default(tmp_path):
 
 
 def test_the_embedded_default_password_is_never_shown(tmp_path, monkeypatch, capsys, caplog):
-    from reqspec_repo._embedded import embedded_default, embedded_default_server, stop_embedded_default
-
-    for name in [k for k in __import__("os").environ if k.startswith("REQSPEC_")]:
+    for name in [k for k in os.environ if k.startswith("REQSPEC_")]:
         monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.DEBUG)
