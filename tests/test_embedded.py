@@ -408,3 +408,34 @@ def test_an_older_cluster_that_cannot_be_secured_is_refused(killable_server: Mak
     assert "older reqspec" in message and "move the directory away" in message
     assert not server.is_running()
     assert _postgres_pids(server) == []
+
+
+def test_the_embedded_default_of_an_older_version_is_secured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reqspec_repo._cli.main import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        first = embedded_default(tmp_path)
+        _execute(first.api_dsn, "CREATE TABLE kept (v int)", "INSERT INTO kept VALUES (42)")
+        server = embedded_default_server(tmp_path)
+        _make_it_look_old(server)  # while it runs, as an older version left it
+        pid = server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGHUP)
+        _wait_for(lambda: _open_to_anyone(server))
+        (tmp_path / ".reqspec").chmod(0o755)
+        assert cli_main(["server", "status"]) == 0
+        assert "older version, with no password" in capsys.readouterr().out
+
+        second = embedded_default(tmp_path)
+        assert not _open_to_anyone(server)
+        assert _scalar(second.api_dsn, "SELECT v FROM kept") == 42
+        assert not (tmp_path / ".reqspec").stat().st_mode & 0o007
+        assert cli_main(["server", "status"]) == 0
+        out = capsys.readouterr().out
+        assert "password: in .reqspec/pg/password" in out
+        assert server.password_file.read_text().strip() not in out
+    finally:
+        stop_embedded_default(tmp_path)

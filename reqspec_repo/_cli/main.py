@@ -237,7 +237,9 @@ def cmd_server(args: argparse.Namespace, topology: Topology | None) -> int:
     server = embedded_default_server(Path.cwd())
     running = server.is_running()
     print(f"embedded server under ./.reqspec/: {'running' if running else 'stopped'}")
-    if server.password_file.exists():
+    if server.pgdata.exists() and not server.password_file.exists():
+        print("made by an older version, with no password: the next reqspec command secures it")
+    elif server.password_file.exists():
         # how to connect, never the secret itself
         password_file = os.path.relpath(server.password_file)
         print(f"address: 127.0.0.1:{server.port} (and its unix socket), user postgres")
