@@ -15,7 +15,8 @@ def test_readme_library_example_runs(fresh_topology, monkeypatch):
     monkeypatch.setenv("REQSPEC_API_DSN", topo.api.dsn)
     for name, db in topo.cells.items():
         monkeypatch.setenv(f"REQSPEC_CELL_{name.upper()}_DSN", db.dsn)
-    [example] = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    section = README.read_text().split("## Library example", 1)[1].split("\n## ", 1)[0]
+    [example] = re.findall(r"```python\n(.*?)```", section, re.S)
     namespace: dict[str, object] = {}
     exec(compile(example, "README.md", "exec"), namespace)
     assert namespace["stored"].version == 1  # type: ignore[attr-defined]
