@@ -70,9 +70,9 @@ from .._embedded import (
     drop_database,
     find_bin_dir,
 )
-from . import pgbouncer as _pgbouncer
 from .._embedded.default import restrict_folder
 from . import containers
+from . import pgbouncer as _pgbouncer
 from .containers import ContainerServer
 
 # The topology fixtures come with this plugin.
@@ -478,7 +478,7 @@ def _server_line() -> str:
     return f"reqspec pg_server: {plan.kind} ({plan.detail}), {when} on first use"
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     line = _pgbouncer.summary_line()
     if line:
         terminalreporter.write_line(line, yellow=True, bold=True)
