@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # A pip constraints file for the install (make test-lowest sets the lowest allowed versions).
 CONSTRAINTS ?=
 
-.PHONY: venv migrate test test-lowest demo lint bench bench-quick soak clean nova-compat
+.PHONY: venv migrate test test-lowest test-containers demo lint bench bench-quick soak clean nova-compat
 
 # The reference Nova for `make nova-compat` (a throwaway virtualenv, kept between runs).
 NOVA_VERSION := 34.0.0
@@ -33,6 +33,11 @@ test: venv
 # The whole suite on the lowest versions setup.cfg allows, in a virtualenv of its own.
 test-lowest:
 	$(MAKE) test VENV=.venv-lowest CONSTRAINTS=constraints/lowest.txt
+
+# The whole suite against PostgreSQL in containers: own Docker engine, image built from
+# Debian packages (no registry); see .ci/test-containers.
+test-containers: venv
+	.ci/test-containers $(PYTEST_ARGS)
 
 demo: venv
 	$(VENV)/bin/reqspec demo

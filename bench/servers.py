@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from reqspec_repo._embedded.server import LocalServer, create_database, drop_database
+from reqspec_repo._embedded import LocalServer, create_database, drop_database
 
 #: The same durability for every contender: they all run on these servers.
 DURABILITY = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}

@@ -15,3 +15,8 @@ DROP DATABASE {database} WITH (FORCE);
 
 -- name: show_server_version :scalar
 SHOW server_version;
+
+-- The superuser's password, given as its SCRAM verifier (never the secret itself), run in
+-- single-user mode when an older cluster is secured; {role} and {verifier} are composed.
+-- name: set_role_password :exec
+ALTER ROLE {role} PASSWORD {verifier};

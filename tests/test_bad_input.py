@@ -9,11 +9,13 @@ from typing import Any
 
 import attrs
 import orjson
+import psycopg
 import pytest
 from helpers import build_topology, run_sql
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import conninfo
+from psycopg import sql as pg_sql
 from strategies import durable_request_specs, json_paths, json_values, texts
 
 from reqspec_repo._cli.demo import sample_spec
@@ -310,12 +312,22 @@ def test_an_unreachable_server_is_reported_fast_with_the_cause():
 
 @pytest.fixture
 def unmigrated(pg_server):
+    """Unmigrated databases, reached as a role whose password is PASSWORD (the servers the
+    harness starts check passwords: the DSNs must carry the right one)."""
     topology, drop = build_topology(pg_server, migrate=False)
-    yield Topology.from_dsns(
-        with_password(topology.api.dsn),
-        {n: with_password(d.dsn) for n, d in topology.cells.items()},
-    )
-    drop()
+    role = f"reqspec_bad_input_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(pg_sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+            pg_sql.Identifier(role), pg_sql.Literal(PASSWORD)))
+    try:
+        yield Topology.from_dsns(
+            with_password(conninfo.make_conninfo(topology.api.dsn, user=role)),
+            {n: with_password(conninfo.make_conninfo(d.dsn, user=role)) for n, d in topology.cells.items()},
+        )
+    finally:
+        drop()
+        with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(pg_sql.SQL("DROP ROLE IF EXISTS {}").format(pg_sql.Identifier(role)))
 
 
 def test_a_database_never_migrated_says_to_run_migrate(unmigrated):

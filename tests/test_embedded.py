@@ -1,13 +1,16 @@
-"""Tests of the embedded PostgreSQL launcher (reqspec_repo._embedded.server)."""
+"""Tests of the embedded PostgreSQL launcher (reqspec_repo._embedded)."""
 
 from __future__ import annotations
 
 import os
 import pwd
+import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
-from reqspec_repo._embedded.server import (
+from reqspec_repo._embedded import (
     EmbeddedTopology,
     LocalServer,
     LocalServerError,
@@ -60,7 +63,8 @@ def test_start_stop_restart_keeps_data(killable_server: MakeServer) -> None:
     server = killable_server()
     assert server.is_running()
     port, dsn = server.port, server.dsn()
-    assert dsn == f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    password = server.password_file.read_text().strip()
+    assert dsn == f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
     _execute(dsn, "CREATE TABLE t (v text)", "INSERT INTO t VALUES ('kept')")
 
     server.stop()
@@ -195,7 +199,7 @@ def test_concurrent_starts_from_several_processes(killable_server: MakeServer) -
         """
         import sys
         from pathlib import Path
-        from reqspec_repo._embedded.server import LocalServer
+        from reqspec_repo._embedded import LocalServer
         s = LocalServer(Path(sys.argv[1]))
         s.start()
         print(s.pid, s.port)
@@ -307,3 +311,131 @@ def test_a_busy_port_is_replaced_unless_explicit(killable_server: MakeServer) ->
         assert not pinned.is_running()
     finally:
         squatter.close()
+
+
+# --- authentication (issue: every local user was let in as superuser) ------------------
+
+
+def _connect_fails(**params: object) -> str:
+    with pytest.raises(psycopg.OperationalError) as err:
+        psycopg.connect(connect_timeout=10, user="postgres", dbname="postgres", **params).close()
+    return str(err.value)
+
+
+def test_every_connection_needs_the_password(killable_server: MakeServer) -> None:
+    server = killable_server()
+    password = server.password_file.read_text().strip()
+    assert len(password) >= 40
+    assert stat.S_IMODE(server.password_file.stat().st_mode) == 0o600
+    assert server.password_file.stat().st_uid == os.geteuid()
+    assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(server.socket_dir.stat().st_mode) == 0o700
+    assert _scalar(server.dsn(), "SELECT current_user") == "postgres"
+    assert _scalar(server.dsn(), "SHOW password_encryption") == "scram-sha-256"
+    assert _scalar(server.dsn(), "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'")
+    for host in ("127.0.0.1", str(server.socket_dir)):
+        assert "no password supplied" in _connect_fails(host=host, port=server.port)
+        assert "password authentication failed" in _connect_fails(host=host, port=server.port, password="postgres")
+        assert _scalar(f"host={host} port={server.port} user=postgres dbname=postgres password={password}", "SELECT 1") == 1
+    # nothing listens beyond the loopback address
+    assert _scalar(server.dsn(), "SHOW listen_addresses") == "127.0.0.1"
+    rules = _scalar(server.dsn(), "SELECT string_agg(DISTINCT auth_method, ',') FROM pg_hba_file_rules")
+    assert rules == "scram-sha-256"
+    for text in (repr(server), server.describe(), server.log_path.read_text()):
+        assert password not in text
+    assert str(server.password_file) in server.describe()
+
+
+def _make_it_look_old(server: LocalServer) -> None:
+    """What an older version left: trust authentication, no password file."""
+    (server.pgdata / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    server.password_file.unlink()
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
+def test_a_cluster_of_an_older_version_is_secured_in_place(
+    killable_server: MakeServer, running: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = killable_server()
+    _execute(server.dsn(), "CREATE TABLE kept (v int)", "INSERT INTO kept VALUES (42)")
+    old_password = server.password_file.read_text().strip()
+    if not running:
+        server.stop()
+    _make_it_look_old(server)
+    if running:
+        pid = server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGHUP)  # reload: the running server is now open
+        _wait_for(lambda: _open_to_anyone(server))
+    server.start()
+    assert server.is_running()
+    assert not _open_to_anyone(server)
+    password = server.password_file.read_text().strip()
+    assert password != old_password, "a new random password"
+    assert _scalar(server.dsn(), "SELECT v FROM kept") == 42, "data kept"
+    assert any("now asks for the password" in r.getMessage() for r in caplog.records)
+    assert all(password not in r.getMessage() for r in caplog.records)
+    assert password not in server.log_path.read_text()
+
+
+def _open_to_anyone(server: LocalServer) -> bool:
+    try:
+        psycopg.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres", connect_timeout=5).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    # a reload is asynchronous and signals nothing we could wait on: poll, bounded
+    for _ in range(200):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in 10 s")
+
+
+def test_an_older_cluster_that_cannot_be_secured_is_refused(killable_server: MakeServer) -> None:
+    server = killable_server()
+    server.stop()
+    _make_it_look_old(server)
+    with (server.pgdata / "postgresql.auto.conf").open("a") as fh:
+        fh.write("shared_buffers = 'not-a-size'\n")  # even single-user mode cannot start
+    with pytest.raises(LocalServerError) as err:
+        server.start()
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert "older reqspec" in message and "move the directory away" in message
+    assert not server.is_running()
+    assert _postgres_pids(server) == []
+
+
+def test_the_embedded_default_of_an_older_version_is_secured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reqspec_repo._cli.main import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        first = embedded_default(tmp_path)
+        _execute(first.api_dsn, "CREATE TABLE kept (v int)", "INSERT INTO kept VALUES (42)")
+        server = embedded_default_server(tmp_path)
+        _make_it_look_old(server)  # while it runs, as an older version left it
+        pid = server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGHUP)
+        _wait_for(lambda: _open_to_anyone(server))
+        (tmp_path / ".reqspec").chmod(0o755)
+        assert cli_main(["server", "status"]) == 0
+        assert "older version, with no password" in capsys.readouterr().out
+
+        second = embedded_default(tmp_path)
+        assert not _open_to_anyone(server)
+        assert _scalar(second.api_dsn, "SELECT v FROM kept") == 42
+        assert not (tmp_path / ".reqspec").stat().st_mode & 0o007
+        assert cli_main(["server", "status"]) == 0
+        out = capsys.readouterr().out
+        assert "password: in .reqspec/pg/password" in out
+        assert server.password_file.read_text().strip() not in out
+    finally:
+        stop_embedded_default(tmp_path)

@@ -136,10 +136,10 @@ def check_after_outage(repo, topology, traffic: Traffic, outage) -> None:
 
 
 @pytest.mark.both_paths  # directly and through PgBouncer
-def test_server_restart_then_crash_during_traffic(killable_server, via):
+def test_server_restart_then_crash_during_traffic(disposable_server, via):
     """Fast-shutdown restart, then SIGKILL + start, each under concurrent writers, with the
     same repository object throughout."""
-    server = killable_server()
+    server = disposable_server()
     topology, _ = build_topology(server, settings=FAST, via=via)
     with RequestSpecRepository.from_topology(topology) as repo:
         check_after_outage(repo, topology, Traffic(repo), server.restart)
@@ -158,8 +158,8 @@ def test_server_restart_then_crash_during_traffic(killable_server, via):
 
 
 @pytest.mark.both_paths  # directly and through PgBouncer
-def test_a_hung_server_is_cut_by_the_client_side_deadline(killable_server, via):
-    server = killable_server()
+def test_a_hung_server_is_cut_by_the_client_side_deadline(disposable_server, via):
+    server = disposable_server()
     topology, _ = build_topology(server, settings=FAST, via=via)
     bound = 1.0 + 1 + 2.0  # statement timeout + grace + scheduling slack
     with RequestSpecRepository.from_topology(topology) as repo:

@@ -10,10 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from reqspec_repo._embedded import LocalServer
+from reqspec_repo.testing import containers
+from reqspec_repo.testing.containers import ContainerServer
 from reqspec_repo.testing.pytest_plugin import ENV_BACKEND, ENV_DSN, ServerHandle, mask_dsn, with_dbname
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,18 +44,68 @@ def test_mask_dsn_hides_passwords() -> None:
 def test_pg_server(pg_server: ServerHandle) -> None:
     assert pg_server.kind in ("env", "testcontainers", "embedded")
     assert (pg_server.local_server is not None) == (pg_server.kind == "embedded")
+    assert (pg_server.container is not None) == (pg_server.kind == "testcontainers")
     with psycopg.connect(pg_server.dsn("postgres"), connect_timeout=10) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert pg_server.describe().startswith(pg_server.kind + ": ")
 
 
-def test_pg_server_b_is_a_separate_embedded_server(
+def test_harness_servers_ask_for_the_password(pg_server: ServerHandle, pg_server_b: ServerHandle) -> None:
+    for handle in (pg_server, pg_server_b):
+        if handle.kind == "env":
+            continue  # not ours: the DSN's server decides
+        params = psycopg.conninfo.conninfo_to_dict(handle.dsn("postgres"))
+        password = str(params.pop("password"))
+        assert len(password) >= 20
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(**params, connect_timeout=10)  # type: ignore[arg-type]
+        assert password not in handle.describe() and password not in repr(handle)
+        assert params["host"] == "127.0.0.1"
+
+
+def test_pg_server_b_is_a_separate_server_of_the_same_kind(
     pg_server: ServerHandle, pg_server_b: ServerHandle
 ) -> None:
-    assert pg_server_b.kind == "embedded"
-    assert pg_server_b.local_server is not None
-    assert pg_server_b.local_server is not pg_server.local_server
+    if pg_server.kind == "testcontainers":
+        assert pg_server_b.kind == "testcontainers"
+        assert pg_server_b.container is not None and pg_server.container is not None
+        assert pg_server_b.container.name != pg_server.container.name
+    else:
+        assert pg_server_b.kind == "embedded"
+        assert pg_server_b.local_server is not None
+        assert pg_server_b.local_server is not pg_server.local_server
     assert pg_server_b.dsn("postgres") != pg_server.dsn("postgres")
+    with psycopg.connect(pg_server_b.dsn("postgres")) as conn:
+        conn.execute("CREATE TEMP TABLE only_b (x int)")
+        backend_b = conn.execute("SELECT inet_server_port(), pg_backend_pid()").fetchone()
+    with psycopg.connect(pg_server.dsn("postgres")) as conn:
+        backend_a = conn.execute("SELECT inet_server_port(), pg_backend_pid()").fetchone()
+    assert backend_a is not None and backend_b is not None and backend_a[0] != backend_b[0]
+
+
+def test_disposable_server_follows_the_primary_kind(
+    pg_server: ServerHandle, disposable_server: Callable[..., Any]
+) -> None:
+    server = disposable_server()
+    assert isinstance(server, ContainerServer if pg_server.kind == "testcontainers" else LocalServer)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (v int)")
+        conn.execute("INSERT INTO kept VALUES (7)")
+    server.pause()
+    assert server.is_paused() and server.is_running()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(server.dsn(), connect_timeout=2)
+    server.resume()
+    server.kill()
+    assert not server.is_running()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(server.dsn(), connect_timeout=2)
+    server.start()  # crash recovery keeps the committed row
+    with psycopg.connect(server.dsn()) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchone() == (7,)
+    server.restart()
+    with psycopg.connect(server.dsn()) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchone() == (7,)
 
 
 def test_make_database(
@@ -202,3 +256,68 @@ def test_plugin_fails_the_run_on_an_unreachable_env_dsn(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "not reachable" in result.stdout + result.stderr
     assert "hunter2" not in result.stdout + result.stderr
+
+
+# --- containers: removed by the harness itself (no Ryuk reaper) ----------------------------
+
+_CONTAINER_TEST = """
+import json, os, signal, time
+from pathlib import Path
+
+def test_containers(pg_server, disposable_server):
+    k = disposable_server()
+    k.pause()
+    Path(os.environ["INNER_OUT"]).write_text(json.dumps({
+        "pid": os.getpid(), "kind": pg_server.kind, "names": [pg_server.container.name, k.name],
+    }))
+    if os.environ["INNER_MODE"] == "fail":
+        assert False, "a failing test must not leave containers behind"
+    time.sleep(300)  # until the outer test signals this run
+"""
+
+needs_docker = pytest.mark.skipif(
+    not containers.docker_answers()[0], reason="needs a Docker engine (make test-containers starts one)"
+)
+
+
+@needs_docker
+@pytest.mark.parametrize("mode", ["fail", "SIGTERM", "SIGINT", "SIGKILL"])
+def test_no_container_is_left_behind(tmp_path: Path, mode: str) -> None:
+    (tmp_path / "conftest.py").write_text(_INNER_CONFTEST)
+    (tmp_path / "test_inner.py").write_text(_CONTAINER_TEST)
+    out = tmp_path / "out.json"
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_DSN, ENV_BACKEND)}
+    env.update({
+        "PYTHONPATH": str(REPO), "INNER_OUT": str(out), "INNER_MODE": mode,
+        ENV_BACKEND: "testcontainers", "TESTCONTAINERS_RYUK_DISABLED": "true",
+    })
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", str(tmp_path)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # a run started in the background inherits SIGINT ignored; Ctrl-C must reach this one
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not out.exists() or not out.read_text():
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the inner run did not start its containers"
+            time.sleep(0.2)  # the inner run signals nothing else we could wait on
+        info = json.loads(out.read_text())
+        assert info["kind"] == "testcontainers"
+        assert sorted(containers.leftover_containers(info["pid"])) == sorted(info["names"])
+        if mode != "fail":
+            proc.send_signal(getattr(signal, mode))
+        output = proc.communicate(timeout=180)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "reqspec pg_server: testcontainers" in output
+    if mode == "fail":
+        assert "1 failed" in output, output
+    if mode == "SIGKILL":
+        # nothing in the killed process could run: the next run sweeps them
+        assert sorted(containers.leftover_containers(info["pid"])) == sorted(info["names"])
+        assert containers.sweep_orphans() >= 2
+    assert containers.leftover_containers(info["pid"]) == []

@@ -78,9 +78,9 @@ def test_sigkill_of_a_mover_process_at_random_moments(split_topology):
 
 
 @pytest.fixture
-def cells_on_killable_server(pg_server, killable_server, via):
+def cells_on_killable_server(pg_server, disposable_server, via):
     """API database on the shared server, both cells on a server the test may kill."""
-    cell_server = killable_server()
+    cell_server = disposable_server()
     topology, drop = build_topology(pg_server, cell_server, via=via)
     yield topology, cell_server
     if not cell_server.is_running():
@@ -167,10 +167,10 @@ def move_through_a_restart(topology, server, point, source, target):
 
 
 @pytest.mark.parametrize("point", MOVE_FAILPOINTS)
-def test_api_server_restarted_between_two_steps_of_a_move(pg_server, killable_server, via, point):
+def test_api_server_restarted_between_two_steps_of_a_move(pg_server, disposable_server, via, point):
     """The API database (the leases, the commit point) fails over mid-move, with the API
     database as the source, then as the target."""
-    api_server = killable_server()
+    api_server = disposable_server()
     topology, drop = build_topology(api_server, pg_server, via=via)
     try:
         move_through_a_restart(topology, api_server, point, API, "cell1")

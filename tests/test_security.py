@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
+import pwd
+import subprocess
 import traceback
 import uuid
 
@@ -18,6 +21,13 @@ from psycopg import sql as pg_sql
 
 from reqspec_repo._cli.demo import sample_spec
 from reqspec_repo._cli.main import main as cli_main
+from reqspec_repo._embedded import (
+    LocalServer,
+    embedded_default,
+    embedded_default_server,
+    find_bin_dir,
+    stop_embedded_default,
+)
 from reqspec_repo._errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -128,17 +138,10 @@ ROLE = "reqspec_pw_user"
 
 @pytest.fixture
 def password_server(killable_server):
-    """A server that checks passwords (scram) for every role but the superuser."""
+    """A server (scram for every role, as every server the harness starts) with a second
+    superuser whose password the test knows."""
     server = killable_server()
-    hba = server.pgdata / "pg_hba.conf"
-    hba.write_text(
-        "local all postgres trust\n"
-        "host all postgres 127.0.0.1/32 trust\n"
-        "host all all 127.0.0.1/32 scram-sha-256\n"
-        "local all all scram-sha-256\n"
-    )
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
-        conn.execute("SELECT pg_reload_conf()")
         conn.execute(pg_sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
             pg_sql.Identifier(ROLE), pg_sql.Literal(PASSWORD)))
     return server
@@ -217,17 +220,133 @@ def test_no_password_in_logs_errors_reprs_or_cli_output(password_server, caplog,
         no_secret(text)
 
 
+# --- the servers we start: only their owner gets in -----------------------------------
+
+# Run as another OS user (with the psql of the embedded server's binaries): tries the server
+# without the password (TCP, and the socket of an embedded server), with a guess, reads the
+# password file, then connects with the password given to it (proving that what failed
+# before failed on authentication).
+def probe_as(user: str, server) -> dict[str, str]:
+    account = pwd.getpwnam(user)
+    psql = str(find_bin_dir() / "psql")
+    base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent", "PGCONNECT_TIMEOUT": "5"}
+    password = str(conninfo.conninfo_to_dict(server.dsn())["password"])
+
+    def run(argv: list[str], **env: str) -> str:
+        result = subprocess.run(
+            argv, user=account.pw_uid, group=account.pw_gid, extra_groups=[], cwd="/",
+            env={**base_env, **env}, capture_output=True, text=True, timeout=60,
+        )
+        return "connected" if result.returncode == 0 else " ".join(result.stderr.split())
+
+    def attempt(host: str, **env: str) -> str:
+        return run([psql, "-X", "-w", "-h", host, "-p", str(server.port), "-U", "postgres", "-d", "postgres",
+                    "-c", "SELECT 1"], **env)
+
+    found = {
+        "tcp": attempt("127.0.0.1"),
+        "tcp_guess": attempt("127.0.0.1", PGPASSWORD="postgres"),
+        "tcp_with_password": attempt("127.0.0.1", PGPASSWORD=password),
+    }
+    if isinstance(server, LocalServer):  # a container's socket and password stay inside it
+        found["socket"] = attempt(str(server.socket_dir))
+        found["password_file"] = run(["cat", str(server.password_file)])
+    return found
+
+
+def assert_only_the_owner_gets_in(server, user: str) -> None:
+    found = probe_as(user, server)
+    assert found["tcp_with_password"] == "connected", found  # the probe itself works
+    assert "no password supplied" in found["tcp"], found
+    assert "password authentication failed" in found["tcp_guess"], found
+    if isinstance(server, LocalServer):
+        assert "Permission denied" in found["password_file"], found
+        if user == "nobody":
+            assert "Permission denied" in found["socket"], found  # cannot even enter the directory
+        else:  # the server's own account can reach its socket, and is asked for the password there
+            assert "no password supplied" in found["socket"], found
+    # the owner, with the DSN the library built, gets in
+    with psycopg.connect(server.dsn(), connect_timeout=10) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+
+
+def _other_users(server) -> list[str]:
+    users = ["nobody"]
+    if isinstance(server, LocalServer):
+        server_user = pwd.getpwuid(os.stat(server.pgdata).st_uid).pw_name
+        if server_user not in users and server_user != "root":
+            users.append(server_user)
+    return users
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another OS user needs root")
+
+
+@needs_root
+def test_another_os_user_cannot_connect_to_a_harness_server(killable_server, pg_server_b, disposable_server):
+    # an embedded server, the second server of the run, and one of the run's kind (container)
+    servers = [killable_server(), pg_server_b.local_server or pg_server_b.container, disposable_server()]
+    for server in servers:
+        for user in _other_users(server):
+            assert_only_the_owner_gets_in(server, user)
+
+
+@needs_root
+def test_another_os_user_cannot_connect_to_the_embedded_default(tmp_path):
+    try:
+        topology = embedded_default(tmp_path)
+        server = embedded_default_server(tmp_path)
+        folder = tmp_path / ".reqspec"
+        assert (folder.stat().st_mode & 0o777) in (0o700, 0o710)
+        assert not folder.stat().st_mode & 0o007, "no access at all for other users"
+        for user in _other_users(server):
+            assert_only_the_owner_gets_in(server, user)
+        with psycopg.connect(topology.api_dsn, connect_timeout=10) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("reqspec_api",)
+    finally:
+        stop_embedded_default(tmp_path)
+
+
+def test_the_embedded_default_password_is_never_shown(tmp_path, monkeypatch, capsys, caplog):
+    for name in [k for k in os.environ if k.startswith("REQSPEC_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    try:
+        topology = embedded_default(tmp_path)
+        server = embedded_default_server(tmp_path)
+        password = server.password_file.read_text().strip()
+        assert password in topology.api_dsn, "the DSN carries it, for the owner's connections"
+        texts += [repr(topology), str(topology), repr(server), server.describe()]
+        for argv in (["server", "status"], ["--debug", "list"], ["--debug", "show", str(uuid.uuid4())],
+                     ["verify"], ["server", "stop"], ["server", "status"]):
+            cli_main(argv)
+            out, err = capsys.readouterr()
+            texts += [out, err]
+            if argv == ["server", "status"]:
+                assert "running" in out or "stopped" in out
+                assert str(server.password_file.relative_to(tmp_path)) in out, "names the password file"
+        texts += [caplog.text, server.log_path.read_text()]
+        for text in texts:
+            assert password not in text, text
+    finally:
+        stop_embedded_default(tmp_path)
+
+
 # --- least privilege ----------------------------------------------------------------------
 
 
 def test_the_application_role_can_use_but_not_change_the_tables(fresh_topology):
     topology = fresh_topology()
     login = f"reqspec_login_{uuid.uuid4().hex[:8]}"
-    run_sql(topology, API, f'CREATE ROLE "{login}" LOGIN IN ROLE reqspec_app')
+    secret = uuid.uuid4().hex  # every server the harness starts asks each role for its password
+    run_sql(topology, API, pg_sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE reqspec_app").format(
+        pg_sql.Identifier(login), pg_sql.Literal(secret)).as_string(None))
     try:
         as_app = Topology.from_dsns(
-            conninfo.make_conninfo(topology.api.dsn, user=login),
-            {n: conninfo.make_conninfo(d.dsn, user=login) for n, d in topology.cells.items()},
+            conninfo.make_conninfo(topology.api.dsn, user=login, password=secret),
+            {n: conninfo.make_conninfo(d.dsn, user=login, password=secret) for n, d in topology.cells.items()},
         )
         with RequestSpecRepository.from_topology(as_app) as repo:
             for ctx in (api_context(), cell_context("cell2")):

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -61,7 +62,7 @@ def resolve_topology(args: argparse.Namespace) -> Topology:
         return config_mod.load_topology(args.config)
     if config_mod.is_configured():
         return config_mod.load_topology()
-    from .._embedded.server import embedded_default
+    from .._embedded import embedded_default
 
     embedded = embedded_default(Path.cwd())
     print(
@@ -248,15 +249,26 @@ def cmd_demo(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def cmd_server(args: argparse.Namespace, topology: Topology | None) -> int:
-    from .._embedded.server import LocalServer, stop_embedded_default
+    from .._embedded import embedded_default_server, stop_embedded_default
 
     if args.action == "stop":
         stop_embedded_default(Path.cwd())
         print("embedded server stopped")
         return EXIT_OK
-    server = LocalServer(Path.cwd() / ".reqspec" / "pg")
+    server = embedded_default_server(Path.cwd())
     running = server.is_running()
     print(f"embedded server under ./.reqspec/: {'running' if running else 'stopped'}")
+    if server.pgdata.exists() and not server.password_file.exists():
+        print("made by an older version, with no password: the next reqspec command secures it")
+    elif server.password_file.exists():
+        # how to connect, never the secret itself
+        password_file = os.path.relpath(server.password_file)
+        print(f"address: 127.0.0.1:{server.port} (and its unix socket), user postgres")
+        print(f"password: in {password_file} (readable by its owner only)")
+        print(
+            f"connect: PGPASSWORD=\"$(cat {password_file})\" "
+            f"psql -h 127.0.0.1 -p {server.port} -U postgres reqspec_api"
+        )
     return EXIT_OK
 
 

