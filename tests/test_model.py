@@ -56,7 +56,7 @@ def spec(**kw: Any) -> RequestSpec:
         (lambda: flavor(extra_specs={"a": 1}), "flavor.extra_specs"),
         (lambda: spec(instance_uuid="not-a-uuid"), "instance_uuid"),
         (lambda: spec(num_instances=0), "num_instances"),
-        (lambda: spec(force_hosts=["a"]), "force_hosts"),
+        (lambda: spec(force_hosts=["a", 1]), "force_hosts"),  # a list is taken, its items checked
         (lambda: spec(scheduler_hints={"group": "x"}), "scheduler_hints"),
         (lambda: spec(flavor={"vcpus": 1}), "flavor"),
         (lambda: spec(is_bfv=1), "is_bfv"),
@@ -144,3 +144,27 @@ def test_generated_specs_reset(s: RequestSpec) -> None:
         assert getattr(plain, name) == attrs.fields_dict(RequestSpec)[name].default
     for name in durable_fields():
         assert getattr(plain, name) == getattr(s, name)
+
+
+def test_lists_and_sets_are_accepted_where_tuples_and_frozensets_are_stored():
+    """The obvious call works: a list where the model stores a tuple (hints, hosts, groups,
+    projects, requests), a set or list where it stores a frozenset; the stored form is the
+    immutable one, and a wrong element type is still refused with the field path."""
+    import reqspec_repo as rs
+
+    group = str(uuid.uuid4())
+    spec = rs.RequestSpec(
+        instance_uuid=str(uuid.uuid4()), project_id="p", user_id="u",
+        flavor=rs.Flavor(flavorid="1", name="m1", memory_mb=512, vcpus=1, projects=["p1"]),
+        scheduler_hints={"group": [group], "same_host": ("h0",)},
+        force_hosts=["h1"], security_groups=["default"],
+        numa_topology=rs.NumaTopology(cells=[rs.NumaCell(id=0, cpuset={0, 1}, memory=512)]),
+    )
+    assert spec.scheduler_hints == {"group": (group,), "same_host": ("h0",)}
+    assert spec.force_hosts == ("h1",) and spec.security_groups == ("default",)
+    assert spec.flavor.projects == ("p1",)
+    assert type(spec.numa_topology.cells) is tuple
+    assert spec.numa_topology.cells[0].cpuset == frozenset({0, 1})
+    assert attrs.evolve(spec, force_hosts=["h2"]).force_hosts == ("h2",)
+    with pytest.raises(SpecValidationError, match="force_hosts"):
+        attrs.evolve(spec, force_hosts=["h2", 3])

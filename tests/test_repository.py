@@ -449,3 +449,12 @@ def test_a_batch_read_longer_than_one_streamed_chunk(fresh_topology, monkeypatch
         assert len(batch.found) == n and sorted(batch.errors) == sorted(bad) and len(batch.missing) == 1
         assert all(batch.found[s.instance_uuid].spec == s for s in specs)
         assert repository.get(ctx, specs[-1].instance_uuid).spec == specs[-1]  # connection still usable
+
+
+def test_spec_store_create_takes_one_spec_or_many(store):
+    one = sample_spec()
+    [stored] = store.create(one)
+    assert stored.spec == one and store.location(one.instance_uuid).database == API
+    many = [sample_spec(), sample_spec()]
+    assert [s.spec for s in store.create(many)] == many
+    assert [store.get(s.instance_uuid).spec for s in many] == many

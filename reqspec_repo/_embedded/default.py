@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+import attrs
 
 from .._store.dsn import mask_dsn
 from .os_account import server_os_user
@@ -23,7 +24,7 @@ EMBEDDED_DATABASES: Mapping[str, str] = {
 DEFAULT_FOLDER = ".reqspec"
 
 
-@dataclass(frozen=True)
+@attrs.frozen(repr=False)
 class EmbeddedTopology:
     """DSNs of the embedded default: one API database and two cell databases.
 

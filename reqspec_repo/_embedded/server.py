@@ -33,11 +33,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 from psycopg import sql
 
 from .._store.queries import query
@@ -72,7 +72,7 @@ _RESERVED_SETTINGS = frozenset({"port", "listen_addresses", "unix_socket_directo
 _INCLUDE_LINE = "include_if_exists = 'reqspec.conf'\n"
 
 
-@dataclass(frozen=True)
+@attrs.frozen
 class _PidFile:
     pid: int
     pgdata: str

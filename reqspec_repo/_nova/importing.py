@@ -213,7 +213,8 @@ def read_rows(source: Path | str, *, fmt: str | None = None) -> Iterator[RawRow]
 # --- Nova envelopes ---------------------------------------------------------------------
 
 
-def _tname(value: object) -> str:
+def _json_kind(value: object) -> str:
+    """What a JSON value is, in words ("an object", "an array"...), for Nova row errors."""
     return {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
             bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
 
@@ -221,7 +222,7 @@ def _tname(value: object) -> str:
 def _unwrap(obj: object, names: tuple[str, ...], path: str) -> dict[str, Any]:
     """The ``nova_object.data`` of an envelope whose name is one of ``names``, major 1."""
     if not isinstance(obj, dict) or "nova_object.name" not in obj:
-        raise RowProblem(path, f"expected a Nova {names[0]} object, got {_tname(obj)}")
+        raise RowProblem(path, f"expected a Nova {names[0]} object, got {_json_kind(obj)}")
     name = obj["nova_object.name"]
     if name not in names:
         raise RowProblem(path, f"expected a Nova {' or '.join(names)} object, got {name!r}")
@@ -249,7 +250,7 @@ def _str(data: Mapping[str, Any], key: str, path: str, *, optional: bool = False
     if value is None and optional:
         return None
     if type(value) is not str:
-        raise RowProblem(_join(path, key), f"expected a string, got {_tname(value)}")
+        raise RowProblem(_join(path, key), f"expected a string, got {_json_kind(value)}")
     return value
 
 
@@ -258,7 +259,7 @@ def _int(data: Mapping[str, Any], key: str, path: str, *, optional: bool = False
     if value is None and optional:
         return None
     if type(value) is not int:
-        raise RowProblem(_join(path, key), f"expected an integer, got {_tname(value)}")
+        raise RowProblem(_join(path, key), f"expected an integer, got {_json_kind(value)}")
     return value
 
 
@@ -267,7 +268,7 @@ def _bool(data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
     if value is None:
         return default
     if type(value) is not bool:
-        raise RowProblem(_join(path, key), f"expected a boolean, got {_tname(value)}")
+        raise RowProblem(_join(path, key), f"expected a boolean, got {_json_kind(value)}")
     return value
 
 
@@ -280,7 +281,7 @@ def _float(data: Mapping[str, Any], key: str, path: str, default: float | None, 
             raise RowProblem(_join(path, key), "expected a number, got null")
         return default
     if type(value) not in (int, float):
-        raise RowProblem(_join(path, key), f"expected a number, got {_tname(value)}")
+        raise RowProblem(_join(path, key), f"expected a number, got {_json_kind(value)}")
     return float(value)
 
 
@@ -315,7 +316,7 @@ def _datetime(data: Mapping[str, Any], key: str, path: str) -> datetime | None:
     if value is None:
         return None
     if type(value) is not str:
-        raise RowProblem(_join(path, key), f"expected a date-time string, got {_tname(value)}")
+        raise RowProblem(_join(path, key), f"expected a date-time string, got {_json_kind(value)}")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -463,10 +464,10 @@ def _image(obj: object, notes: Notes) -> ImageMeta | None:
         properties = dict(_unwrap(props_obj, ("ImageMetaProps",), "image.properties"))
     image_id = d.get("id")
     if image_id is not None and type(image_id) is not str:
-        raise RowProblem("image.id", f"expected a uuid string, got {_tname(image_id)}")
+        raise RowProblem("image.id", f"expected a uuid string, got {_json_kind(image_id)}")
     protected = d.get("protected")
     if protected is not None and type(protected) is not bool:
-        raise RowProblem("image.protected", f"expected a boolean, got {_tname(protected)}")
+        raise RowProblem("image.protected", f"expected a boolean, got {_json_kind(protected)}")
     return ImageMeta(
         id=image_id,
         name=_str(d, "name", p, optional=True),
@@ -547,7 +548,7 @@ def _numa(obj: object, notes: Notes) -> NumaTopology | None:
         raise RowProblem(f"{p}.cells", "expected an array")
     topo_uuid = d.get("instance_uuid")
     if topo_uuid is not None and type(topo_uuid) is not str:
-        raise RowProblem(f"{p}.instance_uuid", f"expected a uuid string, got {_tname(topo_uuid)}")
+        raise RowProblem(f"{p}.instance_uuid", f"expected a uuid string, got {_json_kind(topo_uuid)}")
     return NumaTopology(
         cells=tuple(_numa_cell(raw, notes, f"{p}.cells[{i}]") for i, raw in enumerate(raw_cells)),
         emulator_threads_policy=_str(d, "emulator_threads_policy", p, optional=True),
@@ -581,7 +582,7 @@ def _pci(obj: object, notes: Notes) -> tuple[PciRequest, ...]:
             raise RowProblem(f"{p}.spec", "expected an array of objects")
         request_id = r.get("request_id")
         if request_id is not None and type(request_id) is not str:
-            raise RowProblem(f"{p}.request_id", f"expected a uuid string, got {_tname(request_id)}")
+            raise RowProblem(f"{p}.request_id", f"expected a uuid string, got {_json_kind(request_id)}")
         found.append(
             PciRequest(
                 count=_int(r, "count", p),
@@ -650,7 +651,7 @@ def _group(obj: object, hints: Mapping[str, tuple[str, ...]], notes: Notes) -> I
         if d.get(dropped):
             notes.drop(f"{p}.{dropped}", "Nova does not persist a group's members and hosts in a spec")
     if type(uuid) is not str:
-        raise RowProblem(f"{p}.uuid", f"expected a uuid string, got {_tname(uuid)}")
+        raise RowProblem(f"{p}.uuid", f"expected a uuid string, got {_json_kind(uuid)}")
     return InstanceGroupRef(
         uuid=uuid,
         name=_str(d, "name", p, optional=True),
@@ -694,7 +695,7 @@ def _hints(value: object, notes: Notes) -> dict[str, tuple[str, ...]]:
     if value is None:
         return {}
     if type(value) is not dict:
-        raise RowProblem("scheduler_hints", f"expected an object, got {_tname(value)}")
+        raise RowProblem("scheduler_hints", f"expected an object, got {_json_kind(value)}")
     hints = {}
     for key, items in value.items():
         if type(items) is not list or any(type(v) is not str for v in items):
@@ -719,7 +720,7 @@ def convert_row(spec: object, instance_uuid: object) -> tuple[RequestSpec, Notes
     if instance_uuid is None or instance_uuid == "":
         raise RowProblem("instance_uuid", "missing")
     if type(instance_uuid) is not str:
-        raise RowProblem("instance_uuid", f"expected a uuid string, got {_tname(instance_uuid)}")
+        raise RowProblem("instance_uuid", f"expected a uuid string, got {_json_kind(instance_uuid)}")
     key = canonical_uuid(instance_uuid, "instance_uuid")
     if spec is None or spec == "":
         raise RowProblem("spec", "missing")
@@ -732,7 +733,7 @@ def convert_row(spec: object, instance_uuid: object) -> tuple[RequestSpec, Notes
     d = notes.data(spec, "RequestSpec", "")
     inner = d.get("instance_uuid")
     if inner is not None and type(inner) is not str:
-        raise RowProblem("instance_uuid", f"expected a uuid string, got {_tname(inner)}")
+        raise RowProblem("instance_uuid", f"expected a uuid string, got {_json_kind(inner)}")
     if inner is None or canonical_uuid(inner, "instance_uuid") != key:
         # Nova's _from_db_object takes instance_uuid (and id) from the row's columns.
         notes.repair("instance_uuid", f"the spec says {inner}; the row's column ({key}) wins, as in Nova")
@@ -754,7 +755,7 @@ def convert_row(spec: object, instance_uuid: object) -> tuple[RequestSpec, Notes
     if is_bfv is None:
         notes.note("is_bfv", "unknown (RequestSpec < 1.11 has none); Nova heals it from the instance")
     elif type(is_bfv) is not bool:
-        raise RowProblem("is_bfv", f"expected a boolean, got {_tname(is_bfv)}")
+        raise RowProblem("is_bfv", f"expected a boolean, got {_json_kind(is_bfv)}")
     hints = _hints(d.get("scheduler_hints"), notes)
     result = RequestSpec(
         instance_uuid=key,

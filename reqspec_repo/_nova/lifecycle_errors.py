@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._errors import ReqSpecError
+from .._errors import ReqSpecError, summarize
 from .._moving.moves import MoveResult
 from .inflight import InFlightOperation, Operation
 
@@ -97,6 +97,6 @@ class MoveFailedError(ReqSpecError):
 
     def __init__(self, result: MoveResult) -> None:
         self.result = result
-        first = ", ".join(f"{k}: {v}" for k, v in list(result.failed.items())[:3])
-        more = f" (and {len(result.failed) - 3} more)" if len(result.failed) > 3 else ""
-        super().__init__(f"{len(result.failed)} spec(s) not moved to {result.target!r}: {first}{more}")
+        super().__init__(
+            f"{len(result.failed)} spec(s) not moved to {result.target!r}: {summarize(result.failed)}"
+        )

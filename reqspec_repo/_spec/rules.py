@@ -32,6 +32,7 @@ __all__ = [
     "json_problem",
     "rule",
     "rule_of",
+    "type_name",
 ]
 
 #: Largest integer accepted anywhere (PostgreSQL bigint / orjson signed 64-bit range).
@@ -83,7 +84,8 @@ def rule_of(attribute: attrs.Attribute[Any]) -> Rule | None:
     return found if isinstance(found, Rule) else None
 
 
-def _tname(value: object) -> str:
+def type_name(value: object) -> str:
+    """The class name of ``value``, for error messages."""
     return type(value).__name__
 
 
@@ -129,7 +131,7 @@ def json_problem(value: object, where: str, depth: int) -> str | None:
 
 def _check_str_map(path: str, value: object) -> None:
     if not isinstance(value, Mapping):
-        raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
+        raise SpecValidationError(path, f"must be a mapping, got {type_name(value)}")
     for key, item in value.items():
         if type(key) is not str or type(item) is not str:
             raise SpecValidationError(path, f"must map strings to strings, got {key!r}: {item!r}")
@@ -140,28 +142,28 @@ def _check(r: Rule, value: object) -> None:
     path, kind = r.path, r.kind
     if kind == "str":
         if type(value) is not str:
-            raise SpecValidationError(path, f"must be a string, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a string, got {type_name(value)}")
     elif kind == "int":
         if type(value) is not int:
-            raise SpecValidationError(path, f"must be an integer, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be an integer, got {type_name(value)}")
         if value < r.floor:
             raise SpecValidationError(path, f"must be >= {r.floor}, got {value}")
         if value > INT_MAX:
             raise SpecValidationError(path, f"must be <= {INT_MAX}, got {value}")
     elif kind == "bool":
         if type(value) is not bool:
-            raise SpecValidationError(path, f"must be a bool, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a bool, got {type_name(value)}")
     elif kind == "strmap":
         _check_str_map(path, value)
     elif kind == "intmap":
         if not isinstance(value, Mapping):
-            raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a mapping, got {type_name(value)}")
         for key, item in value.items():
             if type(key) is not str or type(item) is not int or not INT_MIN <= item <= INT_MAX:
                 raise SpecValidationError(path, f"must map strings to integers, got {key!r}: {item!r}")
     elif kind == "jsonmap":
         if not isinstance(value, Mapping):
-            raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a mapping, got {type_name(value)}")
         for key, item in value.items():
             if type(key) is not str:
                 raise SpecValidationError(path, f"keys must be strings, got {key!r}")
@@ -170,7 +172,7 @@ def _check(r: Rule, value: object) -> None:
                 raise SpecValidationError(path, problem)
     elif kind == "hints":
         if not isinstance(value, Mapping):
-            raise SpecValidationError(path, f"must be a mapping, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a mapping, got {type_name(value)}")
         for key, hint in value.items():
             if type(key) is not str:
                 raise SpecValidationError(path, f"keys must be strings, got {key!r}")
@@ -178,25 +180,25 @@ def _check(r: Rule, value: object) -> None:
                 raise SpecValidationError(path, f"value of {key!r} must be a tuple of strings")
     elif kind == "strtuple":
         if type(value) is not tuple:
-            raise SpecValidationError(path, f"must be a tuple of strings, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a tuple of strings, got {type_name(value)}")
         for item in value:
             if type(item) is not str:
-                raise SpecValidationError(path, f"must contain only strings, got {_tname(item)}")
+                raise SpecValidationError(path, f"must contain only strings, got {type_name(item)}")
     elif kind == "strset":
         if type(value) is not frozenset or any(type(i) is not str for i in value):
             raise SpecValidationError(path, "must be a frozenset of strings")
     elif kind == "intset":
         if type(value) is not frozenset:
-            raise SpecValidationError(path, f"must be a frozenset of integers, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a frozenset of integers, got {type_name(value)}")
         for item in value:
             if type(item) is not int or not r.floor <= item <= INT_MAX:
                 raise SpecValidationError(path, f"must contain integers >= {r.floor}, got {item!r}")
     elif kind == "maptuple":
         if type(value) is not tuple:
-            raise SpecValidationError(path, f"must be a tuple, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a tuple, got {type_name(value)}")
         for item in value:
             if not isinstance(item, Mapping):
-                raise SpecValidationError(path, f"must contain mappings, got {_tname(item)}")
+                raise SpecValidationError(path, f"must contain mappings, got {type_name(item)}")
             for key, text in item.items():
                 if type(key) is not str or (text is not None and type(text) is not str):
                     raise SpecValidationError(
@@ -205,15 +207,15 @@ def _check(r: Rule, value: object) -> None:
     elif kind == "obj":
         assert r.of is not None
         if not isinstance(value, r.of):
-            raise SpecValidationError(path, f"must be a {r.of.__name__}, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a {r.of.__name__}, got {type_name(value)}")
     elif kind == "objs":
         assert r.of is not None
         if type(value) is not tuple:
-            raise SpecValidationError(path, f"must be a tuple, got {_tname(value)}")
+            raise SpecValidationError(path, f"must be a tuple, got {type_name(value)}")
         for item in value:
             if not isinstance(item, r.of):
                 raise SpecValidationError(
-                    path, f"must contain only {r.of.__name__} objects, got {_tname(item)}"
+                    path, f"must contain only {r.of.__name__} objects, got {type_name(item)}"
                 )
     else:  # pragma: no cover - converter kinds never reach here
         raise AssertionError(kind)
@@ -228,7 +230,7 @@ def _canonical_uuid(path: str, value: object) -> str:
     if isinstance(value, _uuid.UUID):
         return str(value)
     if not isinstance(value, str):
-        raise SpecValidationError(path, f"must be a UUID string, got {_tname(value)}")
+        raise SpecValidationError(path, f"must be a UUID string, got {type_name(value)}")
     try:
         return str(_uuid.UUID(value))
     except ValueError:
@@ -242,7 +244,7 @@ def canonical_uuid(value: str | _uuid.UUID, field: str = "uuid") -> str:
 
 def _aware_utc(path: str, value: object) -> datetime:
     if not isinstance(value, datetime):
-        raise SpecValidationError(path, f"must be a datetime or None, got {_tname(value)}")
+        raise SpecValidationError(path, f"must be a datetime or None, got {type_name(value)}")
     if value.tzinfo is UTC:
         return value
     if value.tzinfo is None or value.utcoffset() is None:
@@ -254,7 +256,7 @@ def _finite_float(r: Rule, value: object) -> float:
     if type(value) is int:
         value = float(value)  # so that a decoded document re-encodes byte for byte
     if type(value) is not float:
-        raise SpecValidationError(r.path, f"must be a number, got {_tname(value)}")
+        raise SpecValidationError(r.path, f"must be a number, got {type_name(value)}")
     if not math.isfinite(value) or value < r.floor:
         raise SpecValidationError(r.path, f"must be a finite number >= {r.floor}, got {value}")
     return value
@@ -272,6 +274,28 @@ def convert(r: Rule, value: Any) -> Any:
 
 
 _CONVERTING: Final = frozenset({"uuid", "datetime", "float"})
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if type(value) is list else value
+
+
+def _as_frozenset(value: Any) -> Any:
+    return frozenset(value) if type(value) in (set, list, tuple) else value
+
+
+def _hint_tuples(value: Any) -> Any:
+    if isinstance(value, Mapping) and any(type(v) is list for v in value.values()):
+        return {k: tuple(v) if type(v) is list else v for k, v in value.items()}
+    return value
+
+
+#: Callers may pass the obvious Python containers (a list where a tuple is stored, a set
+#: where a frozenset is); they are converted before the rule is checked on the stored form.
+_CONTAINER_CONVERTERS: Final[dict[str, Callable[[Any], Any]]] = {
+    "strtuple": _as_tuple, "objs": _as_tuple, "maptuple": _as_tuple,
+    "strset": _as_frozenset, "intset": _as_frozenset, "hints": _hint_tuples,
+}
 
 
 def rule(
@@ -294,4 +318,7 @@ def rule(
             return
         _check(r, value)
 
+    container = _CONTAINER_CONVERTERS.get(kind)
+    if container is not None:
+        return {"converter": container, "validator": validate, "metadata": {RULE: r}}
     return {"validator": validate, "metadata": {RULE: r}}

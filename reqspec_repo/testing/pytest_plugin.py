@@ -54,12 +54,12 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Literal, NoReturn, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import attrs
 import pytest
 from psycopg import conninfo
 
@@ -307,11 +307,11 @@ def _destroy_temp_server(server: LocalServer | ContainerServer) -> None:
 # --- choosing the primary server ----------------------------------------------------------
 
 
-@dataclass
+@attrs.define
 class _Plan:
     kind: ServerKind | None
     detail: str
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = attrs.field(factory=list)
 
 
 _PLAN: _Plan | None = None
