@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 from helpers import build_topology
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from reqspec_repo import RequestSpecRepository, SpecStore, Topology
 from reqspec_repo.testing.pytest_plugin import ServerHandle
 
-# The CPU is shared and its speed varies: no per-example deadline for property tests (a
-# timed assertion in disguise). Each test's @settings only sets what it needs beyond this.
-settings.register_profile("reqspec", deadline=None)
+# The CPU is shared and its speed varies: no per-example deadline for property tests and no
+# "generation is slow" health check (both are timed assertions in disguise). Each test's
+# @settings only sets what it needs beyond this.
+settings.register_profile("reqspec", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("reqspec")
 
 
