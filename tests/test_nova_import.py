@@ -39,7 +39,7 @@ def all_rows() -> list[dict]:
 
 
 @pytest.fixture
-def store(fresh_topology):
+def nova_store(fresh_topology):
     with RequestSpecRepository.from_topology(fresh_topology()) as repo:
         yield SpecStore(repo)
 
@@ -93,26 +93,26 @@ def test_fixture_kinds_convert_field_by_field():
     assert spec.retry is None and spec.ignore_hosts == () and spec.requested_destination is None
 
 
-def test_import_lands_every_kind_with_locations_then_rerun_is_idempotent(store, tmp_path):
+def test_import_lands_every_kind_with_locations_then_rerun_is_idempotent(nova_store, tmp_path):
     path = write_jsonl(tmp_path / "all.jsonl", all_rows())
-    report = import_file(store, path)
+    report = import_file(nova_store, path)
     assert report.ok and report.imported == 7 and report.skipped == 0
     for row in all_rows():
-        assert store.location(row["instance_uuid"]).database == API
-        assert store.get(row["instance_uuid"]).spec == convert_spec(row["spec"], row["instance_uuid"])
-    again = import_file(store, path)
+        assert nova_store.location(row["instance_uuid"]).database == API
+        assert nova_store.get(row["instance_uuid"]).spec == convert_spec(row["spec"], row["instance_uuid"])
+    again = import_file(nova_store, path)
     assert again.ok and again.imported == 0 and again.skipped == 7
     assert all("already present in 'api'" in (r.reason or "") for r in again.rows)
-    assert verify(store).ok
+    assert verify(nova_store).ok
 
 
-def test_import_into_a_cell_and_already_moved_specs_are_skipped(store, tmp_path):
+def test_import_into_a_cell_and_already_moved_specs_are_skipped(nova_store, tmp_path):
     path = write_jsonl(tmp_path / "pci.jsonl", rows_of("pci") + rows_of("numa"))
-    report = import_file(store, path, database="cell1")
+    report = import_file(nova_store, path, database="cell1")
     assert report.imported == 2
-    assert {store.location(r["instance_uuid"]).database for r in rows_of("pci") + rows_of("numa")} == {"cell1"}
+    assert {nova_store.location(r["instance_uuid"]).database for r in rows_of("pci") + rows_of("numa")} == {"cell1"}
     # importing the same rows into the API database later: found where they are
-    later = import_file(store, path)
+    later = import_file(nova_store, path)
     assert later.skipped == 2 and "cell1" in (later.rows[0].reason or "")
 
 
@@ -122,7 +122,7 @@ def _with(row: dict, mutate) -> dict:
     return {"instance_uuid": row["instance_uuid"], "spec": json.dumps(doc)}
 
 
-def test_bad_rows_are_rejected_one_by_one_while_valid_ones_land(store, tmp_path):
+def test_bad_rows_are_rejected_one_by_one_while_valid_ones_land(nova_store, tmp_path):
     (plain,) = rows_of("plain")
     (numa,) = rows_of("numa")
     (pci,) = rows_of("pci")
@@ -153,7 +153,7 @@ def test_bad_rows_are_rejected_one_by_one_while_valid_ones_land(store, tmp_path)
         pci,                                                                    # 10 ok
         plain,                                                                  # 11 duplicate
     ]
-    report = import_file(store, write_jsonl(tmp_path / "mixed.jsonl", lines))
+    report = import_file(nova_store, write_jsonl(tmp_path / "mixed.jsonl", lines))
     by_line = {r.line: r for r in report.rows}
     assert [by_line[n].status for n in range(1, 12)] == [
         "imported", "rejected", "rejected", "rejected", "rejected", "imported",
@@ -169,23 +169,23 @@ def test_bad_rows_are_rejected_one_by_one_while_valid_ones_land(store, tmp_path)
     assert "scheduler_hints.group" in reasons[9]
     assert "duplicate" in reasons[11]
     assert not report.ok and report.imported == 3 and report.rejected == 8
-    assert store.get(plain["instance_uuid"]).spec.flavor.name == "m1.medium"
-    assert store.get(pci["instance_uuid"]).spec.pci_requests
-    assert sorted(store.locations([r["instance_uuid"] for r in [plain, numa, pci, *group]])) == sorted(
+    assert nova_store.get(plain["instance_uuid"]).spec.flavor.name == "m1.medium"
+    assert nova_store.get(pci["instance_uuid"]).spec.pci_requests
+    assert sorted(nova_store.locations([r["instance_uuid"] for r in [plain, numa, pci, *group]])) == sorted(
         [plain["instance_uuid"], pci["instance_uuid"], group[0]["instance_uuid"]]
     )
 
 
-def test_dry_run_writes_nothing(store, tmp_path):
+def test_dry_run_writes_nothing(nova_store, tmp_path):
     path = write_jsonl(tmp_path / "all.jsonl", all_rows())
-    report = import_file(store, path, dry_run=True)
+    report = import_file(nova_store, path, dry_run=True)
     assert report.imported == 7 and {r.status for r in report.rows} == {"would_import"}
-    for name in store.topology.database_names:
-        assert run_sql(store.topology, name, "SELECT count(*) FROM request_specs") == [(0,)]
-    assert run_sql(store.topology, API, "SELECT count(*) FROM spec_locations") == [(0,)]
+    for name in nova_store.topology.database_names:
+        assert run_sql(nova_store.topology, name, "SELECT count(*) FROM request_specs") == [(0,)]
+    assert run_sql(nova_store.topology, API, "SELECT count(*) FROM spec_locations") == [(0,)]
 
 
-def test_csv_input(store, tmp_path):
+def test_csv_input(nova_store, tmp_path):
     path = tmp_path / "export.csv"
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["instance_uuid", "spec"])
@@ -193,11 +193,11 @@ def test_csv_input(store, tmp_path):
         for row in rows_of("server_group"):
             writer.writerow(row)
         writer.writerow({"instance_uuid": "6f1c2b4e-0000-4000-8000-0000000000bb", "spec": "nope"})
-    report = import_file(store, path)
+    report = import_file(nova_store, path)
     assert report.imported == 3 and report.rejected == 1
     assert report.rows[-1].line == 5 and "not valid JSON" in (report.rows[-1].reason or "")
     for row in rows_of("server_group"):
-        assert store.get(row["instance_uuid"]).spec.num_instances == 3
+        assert nova_store.get(row["instance_uuid"]).spec.num_instances == 3
 
     bad = tmp_path / "bad.csv"
     bad.write_text("uuid,document\nx,y\n")
@@ -205,19 +205,19 @@ def test_csv_input(store, tmp_path):
         list(read_rows(bad))
 
 
-def test_a_spec_row_without_location_is_reported_and_the_batch_still_lands(store, tmp_path):
+def test_a_spec_row_without_location_is_reported_and_the_batch_still_lands(nova_store, tmp_path):
     from reqspec_repo._store.context import RequestContext
 
     (plain,) = rows_of("plain")
     (numa,) = rows_of("numa")
     # a create that crashed before its location was written (recover() would adopt it)
-    store.repo.create(RequestContext(API), convert_spec(numa["spec"], numa["instance_uuid"]))
-    report = import_file(store, write_jsonl(tmp_path / "two.jsonl", [plain, numa]))
+    nova_store.repo.create(RequestContext(API), convert_spec(numa["spec"], numa["instance_uuid"]))
+    report = import_file(nova_store, write_jsonl(tmp_path / "two.jsonl", [plain, numa]))
     statuses = {r.instance_uuid: (r.status, r.reason or "") for r in report.rows}
     assert statuses[plain["instance_uuid"]] == ("imported", "")
     status, reason = statuses[numa["instance_uuid"]]
     assert status == "rejected" and "recover" in reason
-    assert store.location(plain["instance_uuid"]).database == API
+    assert nova_store.location(plain["instance_uuid"]).database == API
 
 
 # --- Nova's rules, one test each, on rows Nova 34 built (tests/fixtures/nova/cases.jsonl) ---
@@ -350,11 +350,11 @@ def test_lp1830747_group_without_uuid_takes_it_from_the_group_hint():
     assert any("'group' scheduler hint" in c for c in notes.changes)
 
 
-def test_group_without_uuid_or_group_hint_is_rejected_with_the_reason(store, tmp_path):
+def test_group_without_uuid_or_group_hint_is_rejected_with_the_reason(nova_store, tmp_path):
     def no_hint(doc):
         doc["nova_object.data"]["scheduler_hints"] = {}
 
-    report = import_file(store, write_jsonl(tmp_path / "g.jsonl", [_with(case("group_without_uuid"), no_hint)]))
+    report = import_file(nova_store, write_jsonl(tmp_path / "g.jsonl", [_with(case("group_without_uuid"), no_hint)]))
     (row,) = report.rows
     assert row.status == "rejected" and "instance_group.uuid" in row.reason and "hint" in row.reason
 
@@ -400,7 +400,7 @@ def test_every_case_exports_to_the_same_spec_and_current_rows_export_byte_stable
         assert nova_row(again) == nova_row(spec)
 
 
-def test_fields_of_a_newer_nova_are_kept_verbatim_named_and_exported(store, tmp_path):
+def test_fields_of_a_newer_nova_are_kept_verbatim_named_and_exported(nova_store, tmp_path):
     def newer(doc):
         doc["nova_object.version"] = "1.16"
         doc["nova_object.data"]["shiny_new_field"] = {"a": [1, None]}
@@ -409,21 +409,21 @@ def test_fields_of_a_newer_nova_are_kept_verbatim_named_and_exported(store, tmp_
         flavor["nova_object.data"]["gpu_quota"] = 4
 
     row = _with(case("plain"), newer)
-    report = import_file(store, write_jsonl(tmp_path / "newer.jsonl", [row]))
+    report = import_file(nova_store, write_jsonl(tmp_path / "newer.jsonl", [row]))
     (result,) = report.rows
     assert result.status == "imported" and result.kept_unknown_fields
     assert report.as_dict()["with_unknown_fields"] == [row["instance_uuid"]]
     assert any("gpu_quota of Flavor 1.3" in c for c in result.changes)
-    stored = store.get(row["instance_uuid"]).spec
+    stored = nova_store.get(row["instance_uuid"]).spec
     assert stored.unknown_nova_fields == {"": {"shiny_new_field": {"a": [1, None]}}, "flavor": {"gpu_quota": 4}}
-    (exported,) = export_specs(store, [row["instance_uuid"]])
+    (exported,) = export_specs(nova_store, [row["instance_uuid"]])
     data = json.loads(exported["spec"])["nova_object.data"]
     assert data["shiny_new_field"] == {"a": [1, None]} and data["flavor"]["nova_object.data"]["gpu_quota"] == 4
 
 
-def test_import_report_json_names_each_change_per_row(store, tmp_path):
+def test_import_report_json_names_each_change_per_row(nova_store, tmp_path):
     rows = [case("pre_victoria_pinned"), case("nova_check_type"), case("plain")]
-    report = import_file(store, write_jsonl(tmp_path / "r.jsonl", rows)).as_dict()
+    report = import_file(nova_store, write_jsonl(tmp_path / "r.jsonl", rows)).as_dict()
     by_uuid = {r["instance_uuid"]: r["changes"] for r in report["rows"]}
     assert any("pcpuset" in c for c in by_uuid[rows[0]["instance_uuid"]])
     assert any("_nova_check_type" in c for c in by_uuid[rows[1]["instance_uuid"]])
@@ -431,21 +431,21 @@ def test_import_report_json_names_each_change_per_row(store, tmp_path):
     assert report["changed"] == 2
 
 
-def test_export_nova_cli_writes_rows_of_every_database_or_the_given_ones(store, tmp_path, capsys):
+def test_export_nova_cli_writes_rows_of_every_database_or_the_given_ones(nova_store, tmp_path, capsys):
     from reqspec_repo._cli.main import cmd_export_nova
 
     rows = [case("sriov_ports"), case("claimed_topology")]
-    import_file(store, write_jsonl(tmp_path / "x.jsonl", rows))
+    import_file(nova_store, write_jsonl(tmp_path / "x.jsonl", rows))
     import argparse
 
     args = argparse.Namespace(instance_uuids=[], database=None, json=False)
-    assert cmd_export_nova(args, store.topology) == 0
+    assert cmd_export_nova(args, nova_store.topology) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(r["instance_uuid"] for r in out) == sorted(r["instance_uuid"] for r in rows)
     for r in out:
-        assert convert_spec(r["spec"], r["instance_uuid"]) == store.get(r["instance_uuid"]).spec
+        assert convert_spec(r["spec"], r["instance_uuid"]) == nova_store.get(r["instance_uuid"]).spec
     args = argparse.Namespace(instance_uuids=[rows[0]["instance_uuid"]], database="api", json=False)
-    assert cmd_export_nova(args, store.topology) == 0
+    assert cmd_export_nova(args, nova_store.topology) == 0
     (only,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert only["instance_uuid"] == rows[0]["instance_uuid"]
 
