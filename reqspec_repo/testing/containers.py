@@ -34,6 +34,7 @@ import psycopg
 from .._embedded.admin import create_database, drop_database
 from .._embedded.auth import SUPERUSER, new_password
 from .._embedded.ports import HOST, pick_free_port
+from .._embedded.processes import alive as process_alive
 from .._embedded.server import DEFAULT_SETTINGS
 from .._store.dsn import mask_text
 
@@ -117,14 +118,6 @@ def _our_containers(client: Any) -> list[tuple[Any, int]]:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_orphans() -> int:
@@ -133,7 +126,7 @@ def sweep_orphans() -> int:
     removed = 0
     try:
         for container, owner in _our_containers(client):
-            if owner != os.getpid() and not _pid_alive(owner):
+            if owner != os.getpid() and not process_alive(owner):
                 with contextlib.suppress(Exception):
                     container.remove(force=True, v=True)
                     removed += 1

@@ -33,6 +33,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from psycopg import conninfo
 
+from .._embedded.processes import alive as process_alive
+
 PGBOUNCER = "pgbouncer"
 _TEMP_PREFIX = "reqspec-pgbouncer-"
 _OWNER_FILE = "owner.pid"
@@ -218,21 +220,13 @@ def sweep_orphans() -> None:
             owner = int((base / _OWNER_FILE).read_text().strip())
         except (OSError, ValueError):
             continue
-        if owner == os.getpid() or _alive(owner):
+        if owner == os.getpid() or process_alive(owner):
             continue
         with contextlib.suppress(OSError, ValueError):
             os.kill(int((base / "pgbouncer.pid").read_text().strip()), signal.SIGTERM)
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class PgBouncers:

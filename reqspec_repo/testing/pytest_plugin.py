@@ -56,7 +56,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Literal, NoReturn, Protocol
+from typing import Literal, NoReturn, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
@@ -71,6 +71,7 @@ from .._embedded import (
     find_bin_dir,
 )
 from .._embedded.default import restrict_folder
+from .._embedded.processes import alive as process_alive
 from . import containers
 from . import pgbouncer as _pgbouncer
 from .containers import ContainerServer
@@ -251,14 +252,6 @@ def _install_sigterm_handler() -> None:
 _swept = False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _sweep_orphans() -> None:
@@ -272,7 +265,7 @@ def _sweep_orphans() -> None:
             owner = int((path / _OWNER_FILE).read_text().strip())
         except (OSError, ValueError):
             continue
-        if owner == os.getpid() or _pid_alive(owner):
+        if owner == os.getpid() or process_alive(owner):
             continue
         with contextlib.suppress(Exception):
             LocalServer(path / "server").destroy()
@@ -555,17 +548,19 @@ def make_database() -> Iterator[Callable[..., str]]:
         pytest.fail("make_database could not drop: " + "; ".join(failures), pytrace=False)
 
 
-@pytest.fixture
-def killable_server() -> Iterator[Callable[..., LocalServer]]:
-    """Factory ``killable_server(settings=None, start=True) -> LocalServer``.
+_S = TypeVar("_S", LocalServer, ContainerServer)
 
-    Each call makes a fresh embedded server in a temp dir; the test may kill, pause or restart
-    it. At teardown every one is resumed, stopped (killed if need be) and deleted.
-    """
-    made: list[LocalServer] = []
 
-    def factory(settings: Mapping[str, str] | None = None, *, start: bool = True) -> LocalServer:
-        server = _new_temp_server(settings)
+def _server_factory(
+    new: Callable[[Mapping[str, str] | None], _S],
+) -> Iterator[Callable[..., _S]]:
+    """The factory of ``killable_server`` / ``disposable_server``: fresh servers the test may
+    kill, pause or restart; at teardown each is resumed, stopped (killed if need be) and
+    deleted."""
+    made: list[_S] = []
+
+    def factory(settings: Mapping[str, str] | None = None, *, start: bool = True) -> _S:
+        server = new(settings)
         made.append(server)
         if start:
             server.start()
@@ -577,6 +572,16 @@ def killable_server() -> Iterator[Callable[..., LocalServer]]:
         with contextlib.suppress(Exception):
             server.resume()
         _destroy_temp_server(server)
+
+
+@pytest.fixture
+def killable_server() -> Iterator[Callable[..., LocalServer]]:
+    """Factory ``killable_server(settings=None, start=True) -> LocalServer``.
+
+    Each call makes a fresh embedded server in a temp dir; the test may kill, pause or restart
+    it. At teardown every one is resumed, stopped (killed if need be) and deleted.
+    """
+    yield from _server_factory(_new_temp_server)
 
 
 @pytest.fixture(scope="session")
@@ -594,24 +599,7 @@ def pgbouncers() -> Iterator[_pgbouncer.PgBouncers]:
 def disposable_server(pg_server: ServerHandle) -> Iterator[Callable[..., LocalServer | ContainerServer]]:
     """Factory ``disposable_server(settings=None, start=True)``: like ``killable_server``, of the
     primary server's kind (a container when the primary is one, else embedded)."""
-    made: list[LocalServer | ContainerServer] = []
-
-    def factory(
-        settings: Mapping[str, str] | None = None, *, start: bool = True
-    ) -> LocalServer | ContainerServer:
-        server: LocalServer | ContainerServer
-        if pg_server.kind == "testcontainers":
-            server = _new_container_server(settings)
-        else:
-            server = _new_temp_server(settings)
-        made.append(server)
-        if start:
-            server.start()
-        return server
-
-    yield factory
-
-    for server in reversed(made):
-        with contextlib.suppress(Exception):
-            server.resume()
-        _destroy_temp_server(server)
+    if pg_server.kind == "testcontainers":
+        yield from _server_factory(_new_container_server)
+    else:
+        yield from _server_factory(_new_temp_server)
