@@ -135,9 +135,10 @@ class Mover:
                 else:
                     by_source.setdefault(loc.database, []).append(key)
             relocated: list[str] = []
-            for source, group in sorted(by_source.items()):
+            # `home`, not `source`: the parameter must survive into the next round.
+            for home, group in sorted(by_source.items()):
                 for chunk in chunks(group, self.chunk_size):
-                    done, errors, moved_away = self._move_chunk(chunk, source, target)
+                    done, errors, moved_away = self._move_chunk(chunk, home, target)
                     moved.extend(done)
                     failed.update(errors)
                     relocated.extend(moved_away)
