@@ -69,7 +69,8 @@ class Query:
 
     def _cursor(self, executor: Executor, row: RowFactory[Any]) -> psycopg.Cursor[Any]:
         if isinstance(executor, psycopg.Cursor):
-            executor.row_factory = row
+            if executor.row_factory is not row:  # a kept cursor: set only when it changes
+                executor.row_factory = row
             return executor
         return executor.cursor(row_factory=row)
 
