@@ -484,7 +484,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_sessionstart(session: pytest.Session) -> None:
     # -q hides the report header: say which server kind the run uses all the same
     config = session.config
-    if config.get_verbosity() < 0 and _ROOT_CONFIG and _ROOT_CONFIG[0] is config:
+    if config.option.verbose < 0 and _ROOT_CONFIG and _ROOT_CONFIG[0] is config:  # pytest 7.4 has no get_verbosity()
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(_server_line())
