@@ -106,7 +106,7 @@ class Traffic:
             assert not t.is_alive(), "a traffic thread hangs"
 
 
-def check_after_outage(repo, topology, traffic: Traffic, outage) -> None:
+def check_after_outage(repo, topology, traffic: Traffic, outage, *, must_notice: bool = True) -> None:
     with traffic:
         wait_until(lambda: len(traffic.acked) >= 20, "traffic before the outage")
         before = len(traffic.acked)
@@ -116,7 +116,8 @@ def check_after_outage(repo, topology, traffic: Traffic, outage) -> None:
         healed_at = len(traffic.acked)
         wait_until(lambda: len(traffic.acked) > healed_at + 10, "traffic to resume after the outage")
     assert before >= 20
-    assert traffic.errors, "the outage went unnoticed: nothing in flight failed"
+    if must_notice:
+        assert traffic.errors, "the outage went unnoticed: nothing in flight failed"
     for exc in traffic.errors:
         assert isinstance(exc, DatabaseUnavailableError), repr(exc)
         assert exc.retryable is True and exc.database == API
@@ -142,7 +143,9 @@ def test_server_restart_then_crash_during_traffic(disposable_server, via):
     server = disposable_server()
     topology, _ = build_topology(server, settings=FAST, via=via)
     with RequestSpecRepository.from_topology(topology) as repo:
-        check_after_outage(repo, topology, Traffic(repo), server.restart)
+        # Behind PgBouncer a fast restart can fall between two transactions of every
+        # client: the pooler reconnects and nobody sees it (a crash is always seen, below).
+        check_after_outage(repo, topology, Traffic(repo), server.restart, must_notice=via is None)
 
         def crash() -> None:
             server.kill()
