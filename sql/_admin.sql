@@ -20,3 +20,7 @@ SHOW server_version;
 -- single-user mode when an older cluster is secured; {role} and {verifier} are composed.
 -- name: set_role_password :exec
 ALTER ROLE {role} PASSWORD {verifier};
+
+-- A server answers queries (readiness probe of a starting server).
+-- name: ping :scalar
+SELECT 1;

@@ -37,6 +37,7 @@ from .._embedded.ports import HOST, pick_free_port
 from .._embedded.processes import alive as process_alive
 from .._embedded.server import DEFAULT_SETTINGS
 from .._store.dsn import mask_text
+from .._store.queries import query
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -81,6 +82,8 @@ fi
 unset REQSPEC_PG_PASSWORD
 exec "$BIN/postgres" -D "$PGDATA" "$@"
 """
+
+_PING = query("_admin", "ping")
 
 
 class ContainerServerError(RuntimeError):
@@ -283,7 +286,7 @@ class ContainerServer:
                 raise ContainerServerError(f"{self} exited while starting (status {status})")
             try:
                 with psycopg.connect(self.dsn(), connect_timeout=3) as conn:
-                    conn.execute(b"SELECT 1")
+                    _PING.scalar(conn)
                 return
             except psycopg.Error as exc:
                 last = mask_text(str(exc).strip().splitlines()[-1] if str(exc).strip() else "", [self._password])
