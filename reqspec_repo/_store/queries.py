@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar, overload
 
@@ -49,6 +49,28 @@ _CHUNKED_ROWS = psycopg.pq.version() >= 170000
 _HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*:(one|many|scalar|exec|copy)\s*$")
 
 
+class _Records:
+    """The named record type of one statement's rows, made from its first result and kept.
+
+    psycopg's ``namedtuple_row`` reads and decodes every column name of every result
+    again (about 3 us a statement, a tenth of a repository get); a named query's columns
+    are fixed by its text (no ``SELECT *`` in ``sql/``), so one record type serves every
+    execution. The column count is checked on each use all the same."""
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: tuple[int, Any] = (-1, None)  # (column count, record maker): one atomic swap
+
+    def make(self, cur: psycopg.Cursor[Any], values: tuple[Any, ...]) -> Any:
+        """``values`` (a tuple row ``cur`` just fetched) as a named record."""
+        count, maker = self._kept
+        if count != len(values):
+            maker = namedtuple_row(cur)  # right after this statement ran: its own columns
+            self._kept = (len(values), maker)
+        return maker(values)
+
+
 @attrs.frozen
 class Query:
     name: str
@@ -56,6 +78,7 @@ class Query:
     sql: str
     # psycopg takes bytes as a trusted statement; the text never mixes with values.
     statement: bytes = attrs.field(init=False)
+    _records: _Records = attrs.field(init=False, factory=_Records, eq=False, repr=False)
 
     @statement.default
     def _encode(self) -> bytes:
@@ -75,15 +98,23 @@ class Query:
         return executor.cursor(row_factory=row)
 
     @overload
-    def one(self, executor: Executor, params: Params = None) -> Any: ...
+    def one(self, executor: Executor, params: Params = None, *, row: None = None) -> Any: ...
     @overload
     def one(self, executor: Executor, params: Params = None, *, row: RowFactory[R]) -> R | None: ...
-    def one(self, executor: Executor, params: Params = None, *, row: RowFactory[Any] = namedtuple_row) -> Any:
-        """The one row of a ``:one`` query, or None."""
+    def one(self, executor: Executor, params: Params = None, *, row: RowFactory[Any] | None = None) -> Any:
+        """The one row of a ``:one`` query, or None: a named record (a namedtuple), or
+        what the row factory ``row`` makes."""
         self._expect("one")
-        cur = self._cursor(executor, row)
+        if row is not None:
+            cur = self._cursor(executor, row)
+            execute(cur, self.statement, params)
+            return cur.fetchone()
+        # The hot path (every single get, create and save): tuples from psycopg's C
+        # code, named here by the record type kept for this statement.
+        cur = self._cursor(executor, tuple_row)
         execute(cur, self.statement, params)
-        return cur.fetchone()
+        values = cur.fetchone()
+        return None if values is None else self._records.make(cur, values)
 
     @overload
     def many(self, executor: Executor, params: Params = None) -> list[Any]: ...
@@ -152,7 +183,9 @@ class Query:
         queries by name and need no static type."""
         if self.cardinality == "copy":
             raise TypeError(f"query {self.name!r} is :copy; use Query.copy()")
-        method = {"one": self.one, "many": self.many, "scalar": self.scalar, "exec": self.exec}
+        method: dict[str, Callable[[Executor, Params], Any]] = {
+            "one": self.one, "many": self.many, "scalar": self.scalar, "exec": self.exec
+        }
         return method[self.cardinality](executor, params)
 
     @contextlib.contextmanager

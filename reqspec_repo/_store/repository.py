@@ -131,6 +131,66 @@ class ListedSpec:
     error: SpecDecodeError | None
 
 
+# -- one statement each, on a connection's kept cursor ----------------------------------
+# Shared by SpecSession (and so UnitOfWork) and the repository's one-statement methods,
+# which encode before taking a pooled connection and decode after giving it back: the
+# connection is held for the round trip only.
+
+
+def _insert(cur: psycopg.Cursor[Any], database: str, spec: RequestSpec, doc: bytes) -> StoredSpec:
+    try:
+        row = _INSERT_SPEC.one(
+            cur,
+            {"instance_uuid": spec.instance_uuid, "spec": as_jsonb(doc), "schema_version": codec.SCHEMA_VERSION},
+        )
+    except pg_errors.UniqueViolation:
+        raise SpecExistsError(spec.instance_uuid, database) from None
+    assert row is not None
+    return StoredSpec(spec, row.version, database)
+
+
+def _fetch(cur: psycopg.Cursor[Any], database: str, key: str) -> Any:
+    """The (spec, version) record of a live spec; SpecNotFoundError if there is none."""
+    row = _GET_BY_UUID.one(cur, {"instance_uuid": key})
+    if row is None:
+        raise SpecNotFoundError(key, database)
+    return row
+
+
+def _stored(row: Any, database: str, key: str) -> StoredSpec:
+    return StoredSpec(codec.decode(row.spec, instance_uuid=key, database=database), row.version, database)
+
+
+def _update(
+    cur: psycopg.Cursor[Any], database: str, spec: RequestSpec, doc: bytes, expected_version: int
+) -> StoredSpec:
+    row = _UPDATE_IF_VERSION.one(
+        cur,
+        {
+            "instance_uuid": spec.instance_uuid,
+            "spec": as_jsonb(doc),
+            "schema_version": codec.SCHEMA_VERSION,
+            "expected_version": expected_version,
+        },
+    )
+    if row is not None:
+        return StoredSpec(spec, row.version, database)
+    raise _explain_failed_write(cur, database, spec.instance_uuid, expected_version)
+
+
+def _explain_failed_write(
+    cur: psycopg.Cursor[Any], database: str, key: str, expected_version: int | None
+) -> ReqSpecError:
+    state = _GET_STATE.one(cur, {"instance_uuid": key})
+    if state is None:
+        if expected_version is None:
+            return SpecNotFoundError(key, database)
+        return ConflictError(key, database, expected_version, None)
+    if state.move_state != "live":  # sealed source or not-yet-live target of a move
+        return SpecMovingError(key, database)
+    return ConflictError(key, database, expected_version or 0, state.version)
+
+
 class SpecSession:
     """The repository operations bound to one connection of one database."""
 
@@ -143,24 +203,8 @@ class SpecSession:
     def _encode(self, spec: RequestSpec) -> bytes:
         return codec.encode(spec, max_bytes=self.max_document_bytes)
 
-    def _decode(self, doc: object, instance_uuid: str) -> RequestSpec:
-        return codec.decode(doc, instance_uuid=instance_uuid, database=self.database.name)  # type: ignore[arg-type]
-
     def create(self, spec: RequestSpec) -> StoredSpec:
-        doc = self._encode(spec)
-        try:
-            row = _INSERT_SPEC.one(
-                self._cursor,
-                {
-                    "instance_uuid": spec.instance_uuid,
-                    "spec": as_jsonb(doc),
-                    "schema_version": codec.SCHEMA_VERSION,
-                },
-            )
-        except pg_errors.UniqueViolation:
-            raise SpecExistsError(spec.instance_uuid, self.database.name) from None
-        assert row is not None
-        return StoredSpec(spec, row.version, self.database.name)
+        return _insert(self._cursor, self.database.name, spec, self._encode(spec))
 
     def create_many(self, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
         if not specs:
@@ -209,10 +253,8 @@ class SpecSession:
 
     def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         key = normalize_uuid(instance_uuid)
-        row = _GET_BY_UUID.one(self._cursor, {"instance_uuid": key})
-        if row is None:
-            raise SpecNotFoundError(key, self.database.name)
-        return StoredSpec(self._decode(row.spec, key), row.version, self.database.name)
+        name = self.database.name
+        return _stored(_fetch(self._cursor, name, key), name, key)
 
     def get_many(self, instance_uuids: Iterable[str | uuid_mod.UUID]) -> SpecBatch:
         keys = list(dict.fromkeys(normalize_uuid(u) for u in instance_uuids))
@@ -240,19 +282,7 @@ class SpecSession:
         return SpecBatch(found, missing, errors)
 
     def save(self, spec: RequestSpec, expected_version: int) -> StoredSpec:
-        doc = self._encode(spec)
-        row = _UPDATE_IF_VERSION.one(
-            self._cursor,
-            {
-                "instance_uuid": spec.instance_uuid,
-                "spec": as_jsonb(doc),
-                "schema_version": codec.SCHEMA_VERSION,
-                "expected_version": expected_version,
-            },
-        )
-        if row is not None:
-            return StoredSpec(spec, row.version, self.database.name)
-        raise self._explain_failed_write(spec.instance_uuid, expected_version)
+        return _update(self._cursor, self.database.name, spec, self._encode(spec), expected_version)
 
     def save_with_operation(
         self, spec: RequestSpec, expected_version: int, operation: bytes | None
@@ -272,24 +302,14 @@ class SpecSession:
         )
         if row is not None:
             return StoredSpec(spec, row.version, self.database.name)
-        raise self._explain_failed_write(spec.instance_uuid, expected_version)
-
-    def _explain_failed_write(self, key: str, expected_version: int | None) -> ReqSpecError:
-        state = _GET_STATE.one(self._cursor, {"instance_uuid": key})
-        if state is None:
-            if expected_version is None:
-                return SpecNotFoundError(key, self.database.name)
-            return ConflictError(key, self.database.name, expected_version, None)
-        if state.move_state != "live":  # sealed source or not-yet-live target of a move
-            return SpecMovingError(key, self.database.name)
-        return ConflictError(key, self.database.name, expected_version or 0, state.version)
+        raise _explain_failed_write(self._cursor, self.database.name, spec.instance_uuid, expected_version)
 
     def destroy(self, instance_uuid: str | uuid_mod.UUID, *, missing_ok: bool = False) -> bool:
         key = normalize_uuid(instance_uuid)
         row = _DELETE_SPEC.one(self._cursor, {"instance_uuid": key})
         if row is not None:
             return True
-        error = self._explain_failed_write(key, None)
+        error = _explain_failed_write(self._cursor, self.database.name, key, None)
         if missing_ok and isinstance(error, SpecNotFoundError):
             return False
         raise error
@@ -391,7 +411,10 @@ class RequestSpecRepository:
 
     def create(self, context: RequestContext, spec: RequestSpec) -> StoredSpec:
         """Store a new spec; SpecExistsError if the instance already has one there."""
-        return self._run(context, lambda s: s.create(spec))
+        database = self.topology.database(context.database)
+        doc = codec.encode(spec, max_bytes=self.topology.settings.max_document_bytes)
+        name = database.name
+        return self.connections.run(database, lambda conn: _insert(conn.one_row_cursor(), name, spec, doc))
 
     def create_many(self, context: RequestContext, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
         """Store many new specs in one round trip: all of them, or none (BatchError)."""
@@ -399,7 +422,11 @@ class RequestSpecRepository:
 
     def get(self, context: RequestContext, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         """The live spec of an instance; SpecNotFoundError if there is none there."""
-        return self._run(context, lambda s: s.get(instance_uuid))
+        key = normalize_uuid(instance_uuid)
+        database = self.topology.database(context.database)
+        name = database.name
+        row = self.connections.run(database, lambda conn: _fetch(conn.one_row_cursor(), name, key))
+        return _stored(row, name, key)
 
     def get_many(
         self, context: RequestContext, instance_uuids: Iterable[str | uuid_mod.UUID]
@@ -409,7 +436,12 @@ class RequestSpecRepository:
 
     def save(self, context: RequestContext, spec: RequestSpec, *, expected_version: int) -> StoredSpec:
         """Compare-and-swap: write only if the stored version is ``expected_version``."""
-        return self._run(context, lambda s: s.save(spec, expected_version))
+        database = self.topology.database(context.database)
+        doc = codec.encode(spec, max_bytes=self.topology.settings.max_document_bytes)
+        name = database.name
+        return self.connections.run(
+            database, lambda conn: _update(conn.one_row_cursor(), name, spec, doc, expected_version)
+        )
 
     def save_with_operation(
         self, context: RequestContext, spec: RequestSpec, *, expected_version: int, operation: bytes | None

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from time import monotonic as _monotonic
 from typing import Any, TypeVar
 
 import psycopg
@@ -36,57 +37,63 @@ _T = TypeVar("_T")
 TICK_S = 0.1
 
 
-class _Watch:
-    __slots__ = ("conn", "deadline", "fired")
-
-    def __init__(self, conn: psycopg.Connection[Any], deadline: float) -> None:
-        self.conn = conn
-        self.deadline = deadline
-        self.fired = False
+#: One round trip being watched: (connection, deadline on the monotonic clock). A tuple
+#: made per arming, so that a connection re-armed for its next round trip is a new key.
+Watch = tuple[psycopg.Connection[Any], float]
 
 
 class Watchdog:
     """One daemon thread cutting the connections whose round trip outlived its deadline.
 
-    Arming and disarming are a dict insert and pop (atomic under the GIL, no lock on
-    the hot path); the thread, started on first use, looks at what is in flight every
-    ``TICK_S``."""
+    Arming is a dict insert, disarming a dict pop (atomic under the GIL, no lock on the
+    hot path); whichever of the caller and the thread pops a watch first owns it, so a
+    caller whose pop finds nothing knows its round trip was cut. The thread, started on
+    first use, looks at what is in flight every ``TICK_S``."""
 
     def __init__(self) -> None:
-        self._active: dict[int, _Watch] = {}
-        self._started = False
+        self.active: dict[Watch, None] = {}
+        self.started = False
         self._start_lock = threading.Lock()
         # A forked child has no watchdog thread: it starts its own on first use.
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
-        self._active = {}
-        self._started = False
+        self.active = {}
+        self.started = False
         self._start_lock = threading.Lock()
 
-    def arm(self, conn: psycopg.Connection[Any], seconds: float) -> _Watch:
-        watch = _Watch(conn, time.monotonic() + seconds)
-        self._active[id(watch)] = watch
-        if not self._started:
-            self._start()
+    def arm(self, conn: psycopg.Connection[Any], seconds: float) -> Watch:
+        watch = (conn, _monotonic() + seconds)
+        self.active[watch] = None
+        if not self.started:
+            self.start()
         return watch
 
-    def disarm(self, watch: _Watch) -> None:
-        self._active.pop(id(watch), None)
+    def disarm(self, watch: Watch) -> bool:
+        """Stop watching; True if the deadline had passed and the connection was cut."""
+        try:
+            del self.active[watch]
+        except KeyError:
+            return True
+        return False
 
-    def _start(self) -> None:
+    def start(self) -> None:
         with self._start_lock:
-            if not self._started:
+            if not self.started:
                 threading.Thread(target=self._run, name="reqspec-deadlines", daemon=True).start()
-                self._started = True
+                self.started = True
 
     def _run(self) -> None:
         while True:
-            now = time.monotonic()
-            for watch in list(self._active.values()):
-                if watch.deadline <= now and self._active.pop(id(watch), None) is not None:
-                    watch.fired = True
-                    _cut(watch.conn)
+            active = self.active
+            now = _monotonic()
+            for watch in list(active):
+                if watch[1] <= now:
+                    try:
+                        del active[watch]
+                    except KeyError:
+                        continue  # disarmed meanwhile: the round trip ended in time
+                    _cut(watch[0])
             time.sleep(TICK_S)
 
 
@@ -121,15 +128,19 @@ def bounded(conn: psycopg.Connection[Any], call: Callable[[], _T]) -> _T:
         return call()
     watch = WATCHDOG.arm(conn, seconds)
     try:
-        return call()
+        result = call()
     except psycopg.Error:
-        if watch.fired:
+        if WATCHDOG.disarm(watch):
+            conn.close()  # its socket is shut: never hand it out again
             raise deadline_error(seconds) from None
         raise
-    finally:
-        WATCHDOG.disarm(watch)
-        if watch.fired and not conn.closed:
-            conn.close()  # its socket is shut: never hand it out again
+    except BaseException:
+        if WATCHDOG.disarm(watch):
+            conn.close()
+        raise
+    if WATCHDOG.disarm(watch):
+        conn.close()  # answered, but too late: the socket is shut already
+    return result
 
 
 @contextlib.contextmanager
@@ -143,13 +154,16 @@ def bounded_block(conn: psycopg.Connection[Any]) -> Iterator[None]:
     try:
         yield
     except psycopg.Error:
-        if watch.fired:
+        if WATCHDOG.disarm(watch):
+            conn.close()
             raise deadline_error(seconds) from None
         raise
-    finally:
-        WATCHDOG.disarm(watch)
-        if watch.fired and not conn.closed:
+    except BaseException:
+        if WATCHDOG.disarm(watch):
             conn.close()
+        raise
+    if WATCHDOG.disarm(watch):
+        conn.close()
 
 
 _SET_TIMEOUTS: bytes | None = None
@@ -191,22 +205,30 @@ def execute(cur: psycopg.Cursor[Any], statement: bytes, params: Mapping[str, obj
 
         bounded(conn, pipelined)
         return
-    # The hot path (one statement, no pooler): bounded() inlined, no closure.
+    # The hot path (one statement, no pooler): bounded() inlined, no closure, the
+    # arming and disarming of the watch inlined too.
     seconds: float | None = getattr(conn, "deadline_s", None)
     if seconds is None:
         cur.execute(statement, params)
         return
-    watch = WATCHDOG.arm(conn, seconds)
+    watchdog = WATCHDOG
+    active = watchdog.active
+    watch = (conn, _monotonic() + seconds)
+    active[watch] = None
+    if not watchdog.started:
+        watchdog.start()
     try:
         cur.execute(statement, params)
-    except psycopg.Error:
-        if watch.fired:
-            raise deadline_error(seconds) from None
-        raise
-    finally:
-        WATCHDOG.disarm(watch)
-        if watch.fired and not conn.closed:
+    except BaseException as exc:
+        if watchdog.disarm(watch):
             conn.close()
+            if isinstance(exc, psycopg.Error):
+                raise deadline_error(seconds) from None
+        raise
+    try:
+        del active[watch]
+    except KeyError:
+        conn.close()  # answered, but too late: the socket is shut already
 
 
 @contextlib.contextmanager
