@@ -157,6 +157,8 @@ def _fmt(value: float, unit: str) -> str:
 
 
 CONTENDERS = ("raw", "orm", "repo")
+#: The single operations also run raw twice (an A/A pair: the row's noise floor).
+SINGLE_CONTENDERS = ("raw", "raw again", "orm", "repo")
 MIXED_CONTENDERS = ("raw", "repo")
 
 
@@ -211,38 +213,42 @@ class Bench:
             call(spec, doc)
             row.add(name, time.perf_counter() - t0, thread_time() - c0)
 
-    def singles(self, raw: Raw, orm: Orm, repo: RequestSpecRepository) -> None:
+    def singles(self, raw: Raw, raw_again: Raw, orm: Orm, repo: RequestSpecRepository) -> None:
+        """The single operations. ``raw_again`` is raw once more on a database of its own:
+        an A/A pair whose ratio is the noise floor of the row (no target)."""
         s = self.sizes
         ctx = api_context()
         create, get, save = Row(ROWS[0], "us"), Row(ROWS[1], "us"), Row(ROWS[2], "us")
         # The same work per contender: raw and the ORM take the document, the repo the spec.
         calls: dict[str, dict[str, Callable[[RequestSpec, dict[str, Any]], object]]] = {
-            "create": {"raw": lambda sp, d: raw.create(d), "orm": lambda sp, d: orm.create(d),
-                       "repo": lambda sp, d: repo.create(ctx, sp)},
-            "get": {"raw": lambda sp, d: raw.get(sp.instance_uuid), "orm": lambda sp, d: orm.get(sp.instance_uuid),
-                    "repo": lambda sp, d: repo.get(ctx, sp.instance_uuid)},
-            "save": {"raw": lambda sp, d: raw.save(d, 1), "orm": lambda sp, d: orm.save(d, 1),
-                     "repo": lambda sp, d: repo.save(ctx, sp, expected_version=1)},
+            "create": {"raw": lambda sp, d: raw.create(d), "raw again": lambda sp, d: raw_again.create(d),
+                       "orm": lambda sp, d: orm.create(d), "repo": lambda sp, d: repo.create(ctx, sp)},
+            "get": {"raw": lambda sp, d: raw.get(sp.instance_uuid), "raw again": lambda sp, d: raw_again.get(sp.instance_uuid),
+                    "orm": lambda sp, d: orm.get(sp.instance_uuid), "repo": lambda sp, d: repo.get(ctx, sp.instance_uuid)},
+            "save": {"raw": lambda sp, d: raw.save(d, 1), "raw again": lambda sp, d: raw_again.save(d, 1),
+                     "orm": lambda sp, d: orm.save(d, 1), "repo": lambda sp, d: repo.save(ctx, sp, expected_version=1)},
         }
-        made: dict[str, list[tuple[RequestSpec, dict[str, Any]]]] = {name: [] for name in CONTENDERS}
+        contenders = SINGLE_CONTENDERS
+        made: dict[str, list[tuple[RequestSpec, dict[str, Any]]]] = {name: [] for name in contenders}
         for r in range(s.single_rounds):
-            for name in _ordered(CONTENDERS, r):
+            for name in _ordered(contenders, r):
                 fresh = [(x, _doc(x)) for x in self.fresh(s.single_ops)]
                 self._time_block(create, name, calls["create"][name], fresh)
                 made[name] += fresh
         for r in range(s.single_rounds):
-            for name in _ordered(CONTENDERS, r):
+            for name in _ordered(contenders, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
                 self._time_block(get, name, calls["get"][name], chunk)
         for r in range(s.single_rounds):
-            for name in _ordered(CONTENDERS, r):
+            for name in _ordered(contenders, r):
                 chunk = made[name][r * s.single_ops:(r + 1) * s.single_ops]
                 changed = [(attrs.evolve(sp, availability_zone="az-moved"), {**d, "availability_zone": "az-moved"})
                            for sp, d in chunk]
                 self._time_block(save, name, calls["save"][name], changed)
         for row in (create, get, save):
             row.note = "client CPU per call, median: " + ", ".join(
-                f"{name} {statistics.median(v) * 1e6:,.0f} us" for name, v in row.cpu.items())
+                f"{name} {statistics.median(v) * 1e6:,.0f} us" for name, v in row.cpu.items()
+            ) + f"; A/A noise floor (raw again / raw): {row.median('raw again') / row.median('raw'):.2f}x"
         self.rows += [create, get, save]
         for row, vs_raw, vs_orm in ((create, 1.10, 2.2), (get, 1.30, 3.0), (save, 1.10, 2.5)):
             self.targets.append(Target(f"{row.name}: repo <= {vs_raw:.2f}x raw", row.median("repo") / row.median("raw"), vs_raw, "<="))
@@ -697,6 +703,11 @@ class Bench:
             if "repo" in row.cpu and "raw" in row.cpu:
                 ratio = statistics.median(row.cpu["repo"]) / statistics.median(row.cpu["raw"])
                 out(f"  {row.name}: {ratio:.2f}x")
+        out("Noise floor (the same raw code on two databases, wall median, raw again / raw; a repo / raw"
+            " ratio within this distance of its limit is within noise):")
+        for row in self.rows[:3]:
+            if "raw again" in row.samples and "raw" in row.samples:
+                out(f"  {row.name}: {row.median('raw again') / row.median('raw'):.2f}x")
         out("")
         enforced = not self.quick
         out("Targets" + ("" if enforced else " (--quick: small sizes, targets NOT enforced)") + ":")
@@ -814,23 +825,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
         for line in header:
             bench.log(line)
-        dsns = {name: api.database(name) for name in ("raw", "orm", "repo")}
+        dsns = {name: api.database(name.replace(" ", "_")) for name in ("raw", "raw again", "orm", "repo")}
         topo = Topology.from_dsns(dsns["repo"], {})
         migrate_topology(topo)
         migrate_topology(Topology.from_dsns(dsns["raw"], {}))
-        raw, orm = Raw(dsns["raw"]), Orm(dsns["orm"])
+        migrate_topology(Topology.from_dsns(dsns["raw again"], {}))
+        raw, raw_again, orm = Raw(dsns["raw"]), Raw(dsns["raw again"]), Orm(dsns["orm"])
         try:
             with RequestSpecRepository.from_topology(topo) as repo:
                 for spec in bench.fresh(5):  # warm-up: pools, prepared plans
                     raw.create(_doc(spec))
+                    raw_again.create(_doc(attrs.evolve(spec, instance_uuid=str(uuid.uuid4()))))
                     orm.create(_doc(attrs.evolve(spec, instance_uuid=str(uuid.uuid4()))))
                     repo.create(api_context(), attrs.evolve(spec, instance_uuid=str(uuid.uuid4())))
                 bench.log("single operations")
-                bench.singles(raw, orm, repo)
+                bench.singles(raw, raw_again, orm, repo)
                 bench.log("batches")
                 bench.batches(raw, orm, repo)
         finally:
             raw.close()
+            raw_again.close()
             orm.close()
         bench.log("mixed concurrent workload")
         bench.mixed(api)
