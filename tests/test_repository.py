@@ -372,6 +372,23 @@ def test_connections_carry_statement_and_lock_timeouts(fresh_topology):
             assert cur.fetchone()[0] == "567ms"
 
 
+def test_a_caller_working_alone_keeps_one_pooled_connection(fresh_topology):
+    # The pool opens with its min_size connections ready: a first caller that queued
+    # for a still-connecting pool made psycopg_pool add a second connection, which it
+    # then handed out in turn with the first for good (a cold server process every other
+    # round trip).
+    topo = fresh_topology(settings=Settings(pool_min_size=1, pool_max_size=10))
+    with RequestSpecRepository.from_topology(topo) as repo:
+        ctx = cell_context("cell1")
+        for _ in range(20):
+            spec = sample_spec()
+            repo.create(ctx, spec)
+            repo.get(ctx, spec.instance_uuid)
+        stats = repo.connections.pool("cell1").get_stats()
+        assert stats["pool_size"] == 1, stats
+        assert stats.get("requests_queued", 0) == 0, stats
+
+
 def test_json_numbers_in_image_properties_survive_jsonb(repo):
     # jsonb prints large numerics without an exponent; the model keeps floats below 2**53
     # so that what comes back equals what went in.
