@@ -230,7 +230,9 @@ class Connections:
             try:
                 pool.wait(timeout=float(s.connect_timeout_s))
             except PoolTimeout:  # the pool is closed by now
-                raise self._unavailable(database, PoolConnection) from None
+                error = self._unavailable(database, PoolConnection)
+                log.debug("could not open the pool for database %s: %s", database, error)
+                raise error from None
             with self._lock:
                 if self._closed:
                     pool.close()
