@@ -566,17 +566,25 @@ def _pci_matcher(value: object, path: str) -> dict[str, str | None]:
     return dict(value)
 
 
+def _list_items(
+    obj: object, notes: Notes, list_class: str, path: str, key: str, item_class: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The items of a Nova list object (e.g. ``InstancePCIRequests.requests``) as their
+    paths in the report and their unwrapped data, one at a time."""
+    d = notes.data(obj, list_class, path)
+    raw_items = d.get(key) or []
+    if type(raw_items) is not list:
+        raise RowProblem(f"{path}.{key}", "expected an array")
+    for i, raw in enumerate(raw_items):
+        item_path = f"{path}[{i}]"
+        yield item_path, notes.data(raw, item_class, item_path)
+
+
 def _pci(obj: object, notes: Notes) -> tuple[PciRequest, ...]:
     if obj is None:
         return ()
-    d = notes.data(obj, "InstancePCIRequests", "pci_requests")
-    raw_requests = d.get("requests") or []
-    if type(raw_requests) is not list:
-        raise RowProblem("pci_requests.requests", "expected an array")
     found = []
-    for i, raw in enumerate(raw_requests):
-        p = f"pci_requests[{i}]"
-        r = notes.data(raw, "InstancePCIRequest", p)
+    for p, r in _list_items(obj, notes, "InstancePCIRequests", "pci_requests", "requests", "InstancePCIRequest"):
         spec = r.get("spec") or []
         if type(spec) is not list:
             raise RowProblem(f"{p}.spec", "expected an array of objects")
@@ -670,14 +678,8 @@ def _group(obj: object, hints: Mapping[str, tuple[str, ...]], notes: Notes) -> I
 def _security_groups(obj: object, notes: Notes) -> tuple[str, ...]:
     if obj is None:
         return ()
-    d = notes.data(obj, "SecurityGroupList", "security_groups")
-    raw_groups = d.get("objects") or []
-    if type(raw_groups) is not list:
-        raise RowProblem("security_groups.objects", "expected an array")
     names = []
-    for i, raw in enumerate(raw_groups):
-        p = f"security_groups[{i}]"
-        g = notes.data(raw, "SecurityGroup", p)
+    for p, g in _list_items(obj, notes, "SecurityGroupList", "security_groups", "objects", "SecurityGroup"):
         # Nova's make_secgroup_list: a group is known by name, or (Neutron) by uuid.
         name = _str(g, "name", p, optional=True)
         if name is None:

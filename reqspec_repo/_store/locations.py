@@ -26,14 +26,13 @@ from .._errors import (
     SpecExistsError,
     SpecNotFoundError,
 )
-from .._spec import codec
 from .._spec.model import RequestSpec
 from ..testing.failpoints import failpoint
 from .config import API
 from .context import RequestContext
 from .leases import LeasePurpose, Leases
 from .queries import Query, query
-from .repository import RequestSpecRepository, StoredSpec, normalize_uuid
+from .repository import RequestSpecRepository, StoredSpec, normalize_uuid, stored_from_row
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -182,34 +181,28 @@ class SpecStore:
         with self.repo.connections.connection(name) as conn:
             return int(_COUNT_SPECS.scalar(conn) or 0)
 
-    def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
-        """The spec of an instance, wherever it lives. During a move the spec stays
-        readable: before the commit point from the source, after it from the target."""
+    def _read_committed(self, query: Query, instance_uuid: str | uuid_mod.UUID) -> tuple[Any, str, str]:
+        """The committed row of an instance where its location says it lives: (the row,
+        the database's name, the canonical uuid); SpecNotFoundError without one."""
         loc = self.location(instance_uuid)
         database = self.topology.database(loc.database)
         with self.repo.connections.connection(database.name) as conn:
-            row: Any = _GET_COMMITTED.one(
-                conn, {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.move_id}
-            )
+            row: Any = query.one(conn, {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.move_id})
         if row is None:
             raise SpecNotFoundError(loc.instance_uuid, database.name)
-        spec = codec.decode(row.spec, instance_uuid=loc.instance_uuid, database=database.name)
-        return StoredSpec(spec, row.version, database.name)
+        return row, database.name, loc.instance_uuid
+
+    def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
+        """The spec of an instance, wherever it lives. During a move the spec stays
+        readable: before the commit point from the source, after it from the target."""
+        return stored_from_row(*self._read_committed(_GET_COMMITTED, instance_uuid))
 
     def get_with_operation(self, instance_uuid: str | uuid_mod.UUID) -> tuple[StoredSpec, bytes | None]:
         """Like :meth:`get`, with the raw document of the operation in flight kept in the
         same row (None when there is none)."""
-        loc = self.location(instance_uuid)
-        database = self.topology.database(loc.database)
-        with self.repo.connections.connection(database.name) as conn:
-            row: Any = _GET_COMMITTED_WITH_OPERATION.one(
-                conn, {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.move_id}
-            )
-        if row is None:
-            raise SpecNotFoundError(loc.instance_uuid, database.name)
-        spec = codec.decode(row.spec, instance_uuid=loc.instance_uuid, database=database.name)
+        row, name, key = self._read_committed(_GET_COMMITTED_WITH_OPERATION, instance_uuid)
         operation = None if row.operation is None else bytes(row.operation)
-        return StoredSpec(spec, row.version, database.name), operation
+        return stored_from_row(row, name, key), operation
 
     def save_with_operation(
         self, spec: RequestSpec, *, expected_version: int, operation: bytes | None

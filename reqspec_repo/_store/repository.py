@@ -157,7 +157,8 @@ def _fetch(cur: psycopg.Cursor[Any], database: str, key: str) -> Any:
     return row
 
 
-def _stored(row: Any, database: str, key: str) -> StoredSpec:
+def stored_from_row(row: Any, database: str, key: str) -> StoredSpec:
+    """The StoredSpec of a record with ``spec`` (the document) and ``version``."""
     return StoredSpec(codec.decode(row.spec, instance_uuid=key, database=database), row.version, database)
 
 
@@ -254,7 +255,7 @@ class SpecSession:
     def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         key = normalize_uuid(instance_uuid)
         name = self.database.name
-        return _stored(_fetch(self._cursor, name, key), name, key)
+        return stored_from_row(_fetch(self._cursor, name, key), name, key)
 
     def get_many(self, instance_uuids: Iterable[str | uuid_mod.UUID]) -> SpecBatch:
         keys = list(dict.fromkeys(normalize_uuid(u) for u in instance_uuids))
@@ -426,7 +427,7 @@ class RequestSpecRepository:
         database = self.topology.database(context.database)
         name = database.name
         row = self.connections.run(database, lambda conn: _fetch(conn.one_row_cursor(), name, key))
-        return _stored(row, name, key)
+        return stored_from_row(row, name, key)
 
     def get_many(
         self, context: RequestContext, instance_uuids: Iterable[str | uuid_mod.UUID]

@@ -120,32 +120,19 @@ def deadline_error(seconds: float) -> psycopg.OperationalError:
     )
 
 
-def bounded(conn: psycopg.Connection[Any], call: Callable[[], _T]) -> _T:
-    """``call()`` (one round trip on ``conn``) under the connection's client-side
-    deadline, if it has one."""
-    seconds: float | None = getattr(conn, "deadline_s", None)
-    if seconds is None:
-        return call()
-    watch = WATCHDOG.arm(conn, seconds)
-    try:
-        result = call()
-    except psycopg.Error:
-        if WATCHDOG.disarm(watch):
-            conn.close()  # its socket is shut: never hand it out again
-            raise deadline_error(seconds) from None
-        raise
-    except BaseException:
-        if WATCHDOG.disarm(watch):
-            conn.close()
-        raise
+def _settle(watch: Watch, conn: psycopg.Connection[Any]) -> bool:
+    """Stop watching a round trip; True if the watchdog had cut it, and then the
+    connection is closed (its socket is shut: never hand it out again)."""
     if WATCHDOG.disarm(watch):
-        conn.close()  # answered, but too late: the socket is shut already
-    return result
+        conn.close()
+        return True
+    return False
 
 
 @contextlib.contextmanager
 def bounded_block(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """:func:`bounded` for a block (a COPY, a pipeline, one streamed statement)."""
+    """The block (one round trip, a COPY, a pipeline, one streamed statement) under the
+    connection's client-side deadline, if it has one."""
     seconds: float | None = getattr(conn, "deadline_s", None)
     if seconds is None:
         yield
@@ -154,16 +141,20 @@ def bounded_block(conn: psycopg.Connection[Any]) -> Iterator[None]:
     try:
         yield
     except psycopg.Error:
-        if WATCHDOG.disarm(watch):
-            conn.close()
+        if _settle(watch, conn):
             raise deadline_error(seconds) from None
         raise
     except BaseException:
-        if WATCHDOG.disarm(watch):
-            conn.close()
+        _settle(watch, conn)
         raise
-    if WATCHDOG.disarm(watch):
-        conn.close()
+    _settle(watch, conn)  # answered, but maybe too late: then the socket is shut already
+
+
+def bounded(conn: psycopg.Connection[Any], call: Callable[[], _T]) -> _T:
+    """``call()`` (one round trip on ``conn``) under the connection's client-side
+    deadline, if it has one."""
+    with bounded_block(conn):
+        return call()
 
 
 _SET_TIMEOUTS: bytes | None = None
@@ -220,10 +211,8 @@ def execute(cur: psycopg.Cursor[Any], statement: bytes, params: Mapping[str, obj
     try:
         cur.execute(statement, params)
     except BaseException as exc:
-        if watchdog.disarm(watch):
-            conn.close()
-            if isinstance(exc, psycopg.Error):
-                raise deadline_error(seconds) from None
+        if _settle(watch, conn) and isinstance(exc, psycopg.Error):
+            raise deadline_error(seconds) from None
         raise
     try:
         del active[watch]
