@@ -410,10 +410,13 @@ class RequestSpecRepository:
 
     # -- one-statement operations -------------------------------------------------------
 
+    def _encode(self, spec: RequestSpec) -> bytes:
+        return codec.encode(spec, max_bytes=self.topology.settings.max_document_bytes)
+
     def create(self, context: RequestContext, spec: RequestSpec) -> StoredSpec:
         """Store a new spec; SpecExistsError if the instance already has one there."""
         database = self.topology.database(context.database)
-        doc = codec.encode(spec, max_bytes=self.topology.settings.max_document_bytes)
+        doc = self._encode(spec)  # before taking a connection: it is held for the round trip only
         name = database.name
         return self.connections.run(database, lambda conn: _insert(conn.one_row_cursor(), name, spec, doc))
 
@@ -438,7 +441,7 @@ class RequestSpecRepository:
     def save(self, context: RequestContext, spec: RequestSpec, *, expected_version: int) -> StoredSpec:
         """Compare-and-swap: write only if the stored version is ``expected_version``."""
         database = self.topology.database(context.database)
-        doc = codec.encode(spec, max_bytes=self.topology.settings.max_document_bytes)
+        doc = self._encode(spec)  # before taking a connection: it is held for the round trip only
         name = database.name
         return self.connections.run(
             database, lambda conn: _update(conn.one_row_cursor(), name, spec, doc, expected_version)

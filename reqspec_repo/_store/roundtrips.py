@@ -196,28 +196,19 @@ def execute(cur: psycopg.Cursor[Any], statement: bytes, params: Mapping[str, obj
 
         bounded(conn, pipelined)
         return
-    # The hot path (one statement, no pooler): bounded() inlined, no closure, the
-    # arming and disarming of the watch inlined too.
+    # The hot path (one statement, no pooler): bounded() inlined, no closure.
     seconds: float | None = getattr(conn, "deadline_s", None)
     if seconds is None:
         cur.execute(statement, params)
         return
-    watchdog = WATCHDOG
-    active = watchdog.active
-    watch = (conn, _monotonic() + seconds)
-    active[watch] = None
-    if not watchdog.started:
-        watchdog.start()
+    watch = WATCHDOG.arm(conn, seconds)
     try:
         cur.execute(statement, params)
     except BaseException as exc:
         if _settle(watch, conn) and isinstance(exc, psycopg.Error):
             raise deadline_error(seconds) from None
         raise
-    try:
-        del active[watch]
-    except KeyError:
-        conn.close()  # answered, but too late: the socket is shut already
+    _settle(watch, conn)  # answered, but maybe too late: then the socket is shut already
 
 
 @contextlib.contextmanager
