@@ -18,3 +18,7 @@ SELECT set_config('statement_timeout', %(statement_timeout)s, true),
 SELECT set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
        set_config('idle_in_transaction_session_timeout', %(idle_in_transaction_session_timeout)s, false);
+
+-- name: ping :exec
+-- One round trip and nothing else: tests that an idle pooled connection still works.
+SELECT 1;

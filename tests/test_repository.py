@@ -374,9 +374,9 @@ def test_connections_carry_statement_and_lock_timeouts(fresh_topology):
 
 def test_a_caller_working_alone_keeps_one_pooled_connection(fresh_topology):
     # The pool opens with its min_size connections ready: a first caller that queued
-    # for a still-connecting pool made psycopg_pool add a second connection, which it
-    # then handed out in turn with the first for good (a cold server process every other
-    # round trip).
+    # for a still-connecting pool (psycopg_pool, as used before) added a second
+    # connection, handed out in turn with the first for good (a cold server process
+    # every other round trip).
     topo = fresh_topology(settings=Settings(pool_min_size=1, pool_max_size=10))
     with RequestSpecRepository.from_topology(topo) as repo:
         ctx = cell_context("cell1")
@@ -384,9 +384,9 @@ def test_a_caller_working_alone_keeps_one_pooled_connection(fresh_topology):
             spec = sample_spec()
             repo.create(ctx, spec)
             repo.get(ctx, spec.instance_uuid)
-        stats = repo.connections.pool("cell1").get_stats()
-        assert stats["pool_size"] == 1, stats
-        assert stats.get("requests_queued", 0) == 0, stats
+        stats = repo.connections.pool("cell1").stats()
+        assert stats["size"] == 1, stats
+        assert stats["waiting"] == 0, stats
 
 
 def test_json_numbers_in_image_properties_survive_jsonb(repo):

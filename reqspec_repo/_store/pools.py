@@ -18,7 +18,6 @@ from typing import Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._errors import (
     ConfigError,
@@ -30,6 +29,7 @@ from .._errors import (
     first_line,
 )
 from .config import Database, Topology
+from .connection_pool import ConnectionPool, PoolClosed, PooledConnection, PoolTimeout
 from .documents import register_document_types
 from .dsn import mask_text, password_of
 from .queries import query
@@ -51,6 +51,8 @@ def translate_error(database: Database, exc: BaseException) -> BaseException | N
         return DatabaseUnavailableError(database.name, f"timed out ({first_line(exc)})")
     if isinstance(exc, PoolTimeout):
         return DatabaseUnavailableError(database.name, "no connection could be had in time")
+    if isinstance(exc, PoolClosed):
+        return ReqSpecError("these connections are closed")
     secret = password_of(database.dsn)
     masked = mask_text(first_line(exc), [secret] if secret else []) if isinstance(exc, psycopg.Error) else ""
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
@@ -80,7 +82,7 @@ def translated_errors(database: Database) -> Iterator[None]:
         raise typed from None
 
 
-class GuardedConnection(psycopg.Connection[tuple[Any, ...]]):
+class GuardedConnection(PooledConnection):
     """A pooled connection: what its pool's settings say every round trip needs.
 
     ``deadline_s`` bounds each round trip of a named query on the client side (the
@@ -126,6 +128,7 @@ class Connections:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
         self._pools: dict[str, ConnectionPool[GuardedConnection]] = {}
+        self._ping = query("_session", "ping")
         self._lock = threading.Lock()
         self._closed = False
         self._checking: set[str] = set()
@@ -184,16 +187,8 @@ class Connections:
 
     def pool(self, name: str) -> ConnectionPool[GuardedConnection]:
         """The pool of database ``name``, opened on first use with its ``pool_min_size``
-        connections ready.
-
-        Waiting for them matters: a first caller that found the pool still connecting
-        would queue, and psycopg_pool grows a pool for every queued caller. The extra
-        connection is never given back (the pool hands its connections out in turn, so
-        none stays idle long enough to be shrunk), and a caller working alone then
-        alternates between two server processes, each woken cold: ~15 us more per round
-        trip, measured side by side. If they cannot connect within ``connect_timeout_s``
-        the pool is closed (psycopg_pool closes it), DatabaseUnavailableError says why,
-        and the next call opens a new one."""
+        connections ready (:mod:`reqspec_repo._store.connection_pool`). If they cannot
+        be made, DatabaseUnavailableError says why, and the next call tries again."""
         database = self.topology.database(name)
         pool = self._pools.get(name)
         if pool is not None:
@@ -214,22 +209,27 @@ class Connections:
             PoolConnection.deadline_s = self.client_deadline_s()
             if s.pooler == "transaction":
                 PoolConnection.transaction_timeouts = self.timeouts()
+            dsn, kwargs = database.dsn, self.connect_kwargs()
+
+            def connect() -> GuardedConnection:
+                conn = PoolConnection.connect(dsn, **kwargs)
+                try:
+                    self._configure(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                return conn
+
             pool = ConnectionPool(
-                database.dsn,
+                connect,
+                name=f"reqspec-{name}",
                 min_size=s.pool_min_size,
                 max_size=s.pool_max_size,
-                timeout=float(s.connect_timeout_s),
-                open=False,
-                name=f"reqspec-{name}",
-                connection_class=PoolConnection,
-                kwargs=self.connect_kwargs(),
-                reconnect_timeout=60.0,
-                configure=self._configure,
+                timeout_s=float(s.connect_timeout_s),
             )
-            pool.open(wait=False)
             try:
-                pool.wait(timeout=float(s.connect_timeout_s))
-            except PoolTimeout:  # the pool is closed by now
+                pool.open()
+            except psycopg.Error:
                 error = self._unavailable(database, PoolConnection)
                 log.debug("could not open the pool for database %s: %s", database, error)
                 raise error from None
@@ -243,30 +243,24 @@ class Connections:
 
     @staticmethod
     def _unavailable(database: Database, connection_class: type[GuardedConnection]) -> DatabaseUnavailableError:
-        """No connection within the timeout: the error says why (the last connection
+        """The pool could not be opened: the error says why (the last connection
         attempt's failure, password masked)."""
         last = connection_class.last_connect_error
         secret = password_of(database.dsn)
         why = f" (last attempt: {mask_text(last, [secret] if secret else [])})" if last else ""
         if last and "unsupported startup parameter" in last:
             why += '; behind PgBouncer set pooler = "transaction" (or "session")'
-        return DatabaseUnavailableError(database.name, f"no connection could be had in time{why}")
+        return DatabaseUnavailableError(database.name, f"no connection could be made{why}")
 
     def checkout(self, database: Database) -> tuple[ConnectionPool[GuardedConnection], GuardedConnection]:
         """A connection of ``database``'s pool, errors translated; give it back with
-        ``pool.putconn(conn)``.
-
-        getconn/putconn rather than ``pool.connection()``: the connections are in
-        autocommit mode, so the commit on leaving the latter is only overhead; putconn
-        still rolls back (or discards) a connection left mid-transaction."""
+        ``pool.putconn(conn)`` (which rolls back, or discards, a connection left
+        mid-transaction)."""
         pool = self._pools.get(database.name)
         try:
             if pool is None:
                 pool = self.pool(database.name)
             return pool, pool.getconn()
-        except PoolTimeout:
-            assert pool is not None
-            raise self._unavailable(database, pool.connection_class) from None
         except Exception as exc:
             typed = translate_error(database, exc)
             if typed is None:
@@ -322,7 +316,7 @@ class Connections:
 
         def run() -> None:
             try:
-                pool.check()
+                pool.check(self._probe)
             except Exception:  # the pool may be closing; nothing to do then
                 log.debug("background check of pool %s failed", name, exc_info=True)
             finally:
@@ -330,6 +324,10 @@ class Connections:
                     self._checking.discard(name)
 
         threading.Thread(target=run, name=f"reqspec-check-{name}", daemon=True).start()
+
+    def _probe(self, conn: GuardedConnection) -> None:
+        """One round trip (bounded by the connection's deadline): does it still work?"""
+        self._ping.exec(conn)
 
     def close(self) -> None:
         with self._lock:
