@@ -171,7 +171,19 @@ class ConnectionPool(Generic[C]):
 
     def _wait(self, waiter: _Waiter[C]) -> C | None:
         """The connection handed to ``waiter``; None if it was given a place to open one."""
-        if not waiter.ready.acquire(timeout=self.timeout_s):
+        try:
+            served = waiter.ready.acquire(timeout=self.timeout_s)
+        except BaseException:  # interrupted (KeyboardInterrupt ...): give back what came
+            with self._lock:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+                    raise
+            if waiter.conn is not None:
+                self.putconn(waiter.conn)
+            elif waiter.place:
+                self._release_place()
+            raise
+        if not served:
             with self._lock:
                 try:
                     self._waiting.remove(waiter)
