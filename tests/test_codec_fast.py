@@ -89,6 +89,36 @@ def test_decode_of_stored_bytes_takes_the_fast_path_and_round_trips(spec: Reques
     assert codec.decode(codec.encode(spec)) == spec
 
 
+def _objects(value: Any) -> list[Any]:
+    """Every attrs object reachable from ``value`` (itself included)."""
+    if attrs.has(type(value)):
+        found = [value]
+        for field in attrs.fields(type(value)):
+            found += _objects(getattr(value, field.name))
+        return found
+    if isinstance(value, (tuple, list, frozenset)):
+        return [o for item in value for o in _objects(item)]
+    if isinstance(value, dict):
+        return [o for item in value.values() for o in _objects(item)]
+    return []
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(durable_request_specs())
+def test_the_fast_reader_hands_out_frozen_objects_of_the_model_classes(spec: RequestSpec) -> None:
+    # The reader fills each object as an instance of a building subclass, then makes it
+    # its model class: what comes out is exactly a model object, frozen.
+    decoded = codec.decode(codec.encode(spec))
+    objects = _objects(decoded)
+    model_classes = set(codec._document_classes())
+    for obj in objects:
+        assert type(obj) in model_classes, type(obj)
+        field = attrs.fields(type(obj))[0].name
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            setattr(obj, field, getattr(obj, field))
+    assert decoded == spec
+
+
 def test_every_durable_field_is_read_through_its_model_rule() -> None:
     # The generated readers come from the rules in the model's field metadata: each
     # document class and each of its durable fields appears in the generated source.
