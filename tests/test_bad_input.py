@@ -11,7 +11,7 @@ import attrs
 import orjson
 import psycopg
 import pytest
-from helpers import build_topology, run_sql
+from helpers import build_topology, run_sql, spec_of_size
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import conninfo
@@ -185,15 +185,6 @@ def test_iteration_reports_every_corrupt_row_and_yields_the_rest(fuzz_repo, fuzz
 
 
 # --- document size ----------------------------------------------------------------------
-
-
-def spec_of_size(size: int):
-    """A spec whose encoded document is exactly ``size`` bytes."""
-    spec = attrs.evolve(sample_spec(), scheduler_hints={"blob": ("",)})
-    base = len(codec.encode(spec, max_bytes=1 << 30))
-    spec = attrs.evolve(spec, scheduler_hints={"blob": ("x" * (size - base),)})
-    assert len(codec.encode(spec, max_bytes=1 << 30)) == size
-    return spec
 
 
 def test_the_default_maximum_document_size_is_enforced_before_writing(repo, topology):
