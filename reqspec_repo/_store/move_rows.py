@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import uuid as uuid_mod
+
 import attrs
 import psycopg
 
@@ -21,6 +23,7 @@ from .queries import Query, query
 from .roundtrips import apply_timeouts, bounded_block
 
 _SEAL_OUTGOING = query("request_specs", "seal_outgoing")
+_COPY_INCOMING_IN = query("request_specs", "copy_incoming_in")
 _UPSERT_INCOMING = query("request_specs", "upsert_incoming")
 _DELETE_INCOMING = query("request_specs", "delete_incoming")
 _UNSEAL_OUTGOING = query("request_specs", "unseal_outgoing")
@@ -48,7 +51,7 @@ _COUNT_LOCATIONS = query("spec_locations", "count_locations")
 
 
 #: The request_specs columns a move carries from the source row to the target's copy
-#: (``seal_outgoing`` returns them, ``upsert_incoming`` writes them, :class:`SealedRow`
+#: (``seal_outgoing`` returns them, ``copy_incoming_in`` and ``upsert_incoming`` write them, :class:`SealedRow`
 #: holds them), and those each database keeps for itself. A column added to the table
 #: must join one of the two: tests/test_moves.py checks the table against them.
 MOVED_COLUMNS = ("instance_uuid", "spec", "schema_version", "version", "operation")
@@ -124,6 +127,11 @@ class MoveRows:
         """Step 2: hidden 'incoming' copies; returns the instances copied (one holding a
         live row there already is not)."""
         with self.connections.connection(database) as conn:
+            try:
+                _copy_incoming(conn, rows, move_id)
+                return {r.instance_uuid for r in rows}
+            except psycopg.errors.UniqueViolation:
+                pass  # one of them has a row here already: nothing was written; row by row
             copied = _UPSERT_INCOMING.many(conn, {
                 "instance_uuids": [r.instance_uuid for r in rows],
                 "specs": [as_jsonb(r.spec) for r in rows],
@@ -254,6 +262,18 @@ class MoveRows:
         round trip."""
         with self.connections.connection(database) as conn:
             _in_relaxed_transaction(conn, q, params)
+
+
+def _copy_incoming(conn: psycopg.Connection[Any], rows: Sequence[SealedRow], move_id: str) -> None:
+    """The rows as this move's incoming copies, by one binary COPY (all or none)."""
+    move = uuid_mod.UUID(move_id)
+    with conn.cursor() as cur, _COPY_INCOMING_IN.copy(cur) as copy:
+        copy.set_types(["uuid", "jsonb", "int4", "int8", "jsonb", "text", "uuid"])
+        write_row = copy.write_row
+        for r in rows:
+            operation = None if r.operation is None else as_jsonb(r.operation)
+            write_row((uuid_mod.UUID(r.instance_uuid), as_jsonb(r.spec), r.schema_version, r.version,
+                       operation, "incoming", move))
 
 
 def _in_relaxed_transaction(conn: psycopg.Connection[Any], q: Query, params: Mapping[str, object]) -> None:
