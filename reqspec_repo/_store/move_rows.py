@@ -8,10 +8,9 @@ connection while it waits for another.
 
 from __future__ import annotations
 
+import uuid as uuid_mod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import uuid as uuid_mod
 
 import attrs
 import psycopg
