@@ -254,6 +254,27 @@ def test_create_many_with_one_invalid_spec_writes_none_and_names_it(fresh_topolo
         assert repo.count(api_context()) == 0
 
 
+def test_create_many_names_every_failure_of_a_batch_aborted_while_it_streamed(fresh_topology):
+    # The batch is encoded while its COPY streams: rows before the first bad spec were
+    # already sent when it is met. The COPY is aborted (nothing lands) and the specs after
+    # it are still checked, so every failure is named, not only the first.
+    topo = fresh_topology(settings=Settings(max_document_bytes=4096))
+    with RequestSpecRepository.from_topology(topo) as repo:
+        specs = [sample_spec() for _ in range(400)]
+        huge = attrs.evolve(sample_spec(), scheduler_hints={"blob": ("x" * 10_000,)})
+        batch = [*specs[:300], huge, *specs[300:], specs[10], "not a spec"]
+        with pytest.raises(BatchError) as err:
+            repo.create_many(api_context(), batch)
+        failures = err.value.failures
+        assert set(failures) == {huge.instance_uuid, specs[10].instance_uuid, f"item {len(batch) - 1}"}
+        assert isinstance(failures[huge.instance_uuid], DocumentTooLargeError)
+        assert isinstance(failures[specs[10].instance_uuid], SpecExistsError)
+        assert repo.count(api_context()) == 0
+        # ... and the connection it used is fine for the next batch.
+        assert len(repo.create_many(api_context(), specs)) == 400
+        assert repo.count(api_context()) == 400
+
+
 def plant(topology, database, instance_uuid, doc: bytes, schema_version=codec.SCHEMA_VERSION):
     run_sql(
         topology, database,

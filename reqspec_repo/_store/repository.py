@@ -149,6 +149,10 @@ def _insert(cur: psycopg.Cursor[Any], database: str, spec: RequestSpec, doc: byt
     return StoredSpec(spec, row.version, database)
 
 
+class _BatchRefused(Exception):
+    """Aborts a batch's COPY (nothing lands) once one of its specs cannot be stored."""
+
+
 def _fetch(cur: psycopg.Cursor[Any], database: str, key: str) -> Any:
     """The (spec, version) record of a live spec; SpecNotFoundError if there is none."""
     row = _GET_BY_UUID.one(cur, {"instance_uuid": key})
@@ -214,25 +218,37 @@ class SpecSession:
             return self._create_many(specs)
 
     def _create_many(self, specs: Sequence[RequestSpec]) -> list[StoredSpec]:
-        docs: list[bytes] = []  # bytes, not wrappers: nothing here for the GC to track
+        # Each spec is checked and encoded as the COPY streams, so the server stores the
+        # rows already sent while the next ones are encoded (encoding everything first
+        # left the server idle for that long). The first spec that cannot be stored aborts
+        # the COPY, one statement, so nothing lands; the rest are still checked, so that
+        # the BatchError names every failure.
         failures: dict[str, Exception] = {}
         seen: set[str] = set()
-        for position, spec in enumerate(specs):
+        checked = 0
+
+        def document(position: int, spec: RequestSpec) -> bytes | None:
+            """The spec's document; None (and the reason in ``failures``) if it cannot be stored."""
             if not isinstance(spec, RequestSpec):
                 failures[f"item {position}"] = SpecEncodeError(
                     None, f"expected a RequestSpec, got {type(spec).__name__}"
                 )
-                continue
-            if spec.instance_uuid in seen:
-                failures[spec.instance_uuid] = SpecExistsError(spec.instance_uuid, "this batch")
-            seen.add(spec.instance_uuid)
+                return None
+            key = spec.instance_uuid
+            if key in seen:
+                failures[key] = SpecExistsError(key, "this batch")
+            seen.add(key)
             try:
-                docs.append(self._encode(spec))
+                doc = self._encode(spec)
             except ReqSpecError as exc:
-                failures[spec.instance_uuid] = exc
-        if failures:
-            raise BatchError(failures)
-        uuids = [s.instance_uuid for s in specs]
+                failures[key] = exc
+                return None
+            return None if key in failures else doc
+
+        def check_rest() -> None:
+            for position in range(checked, len(specs)):
+                document(position, specs[position])
+
         # One binary COPY statement: atomic on its own (autocommit). In a unit of work it
         # runs under a savepoint, so that a refused batch leaves the caller's transaction
         # usable and the existing uuids can be named.
@@ -243,13 +259,22 @@ class SpecSession:
                 with _COPY_SPECS_IN.copy(cur) as copy:
                     copy.set_types(["uuid", "jsonb", "int4"])
                     write_row = copy.write_row
-                    for key, doc in zip(uuids, docs, strict=True):
-                        write_row((uuid_mod.UUID(key), as_jsonb(doc), version))
+                    for position, spec in enumerate(specs):
+                        doc = document(position, spec)
+                        checked = position + 1
+                        if doc is None:
+                            raise _BatchRefused
+                        write_row((uuid_mod.UUID(spec.instance_uuid), as_jsonb(doc), version))
+        except _BatchRefused:
+            check_rest()
+            raise BatchError(failures) from None
         except pg_errors.UniqueViolation:
-            existing: list[Any] = _LIST_EXISTING.many(self.conn, {"instance_uuids": uuids})
-            raise BatchError(
-                {str(r.instance_uuid): SpecExistsError(str(r.instance_uuid), self.database.name) for r in existing}
-            ) from None
+            check_rest()
+            existing: list[Any] = _LIST_EXISTING.many(self.conn, {"instance_uuids": list(seen)})
+            for r in existing:
+                key = str(r.instance_uuid)
+                failures.setdefault(key, SpecExistsError(key, self.database.name))
+            raise BatchError(failures) from None
         return [StoredSpec(s, 1, self.database.name) for s in specs]
 
     def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
