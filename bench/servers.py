@@ -61,7 +61,7 @@ class Server:
 
 
 #: Memory for the API server's buffer cache in a full run: the 1,000,000-row table (about
-#: 4.1 GB with its TOAST table and indexes) fits, as an operator would size it for a working
+#: 4.3 GB with its TOAST table and indexes) fits, as an operator would size it for a working
 #: set of that size, so the large-table row compares lookups rather than the OS page cache
 #: against shared buffers. Quick runs keep the server default.
 FULL_RUN_SHARED_BUFFERS = "6GB"
