@@ -106,9 +106,9 @@ COPY request_specs (instance_uuid, spec, schema_version, version, operation, mov
 FROM STDIN (FORMAT BINARY);
 
 -- name: upsert_incoming :many
--- Step 2 (copy) when copy_incoming_in was refused: hidden rows in the target. Re-running it overwrites only this kind of
--- row, never a live one; returns the uuids copied. Arrays go in binary format. The
--- operation in flight (NULL for most rows) travels with the spec.
+-- Step 2 (copy) when copy_incoming_in was refused: hidden rows in the target. Re-running
+-- it overwrites only this kind of row, never a live one; returns the uuids copied. Arrays
+-- go in binary format. The operation in flight (NULL for most rows) travels with the spec.
 INSERT INTO request_specs (instance_uuid, spec, schema_version, version, operation, move_state, move_id)
 SELECT u, s, sv, v, op, 'incoming', %(move_id)s
 FROM unnest(%(instance_uuids)b::uuid[], %(specs)b::jsonb[], %(schema_versions)b::int[],

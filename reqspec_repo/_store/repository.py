@@ -225,7 +225,6 @@ class SpecSession:
         # the BatchError names every failure.
         failures: dict[str, Exception] = {}
         seen: set[str] = set()
-        checked = 0
 
         def document(position: int, spec: RequestSpec) -> bytes | None:
             """The spec's document; None (and the reason in ``failures``) if it cannot be stored."""
@@ -245,14 +244,15 @@ class SpecSession:
                 return None
             return None if key in failures else doc
 
-        def check_rest() -> None:
-            for position in range(checked, len(specs)):
+        def check_from(start: int) -> None:
+            for position in range(start, len(specs)):
                 document(position, specs[position])
 
         # One binary COPY statement: atomic on its own (autocommit). In a unit of work it
         # runs under a savepoint, so that a refused batch leaves the caller's transaction
         # usable and the existing uuids can be named.
         guard = contextlib.nullcontext() if self.conn.autocommit else self.conn.transaction()
+        checked = 0  # specs checked so far; those after it are checked when the COPY fails
         try:
             version = codec.SCHEMA_VERSION
             with guard, self.conn.cursor() as cur:
@@ -266,10 +266,10 @@ class SpecSession:
                             raise _BatchRefused
                         write_row((uuid_mod.UUID(spec.instance_uuid), as_jsonb(doc), version))
         except _BatchRefused:
-            check_rest()
+            check_from(checked)
             raise BatchError(failures) from None
         except pg_errors.UniqueViolation:
-            check_rest()
+            check_from(checked)
             existing: list[Any] = _LIST_EXISTING.many(self.conn, {"instance_uuids": list(seen)})
             for r in existing:
                 key = str(r.instance_uuid)
