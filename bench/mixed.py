@@ -8,14 +8,20 @@ own specs (so a CAS save never conflicts: any error is a real one) and tracks th
 versions. Inputs (specs, documents, the changed variants a save writes) are prepared
 before the clock starts; each call is timed on its own.
 
-Run as a child process (``python -m bench.mixed CONTENDER DSN THREADS POOL SECONDS SEED``)
-it preloads, prints ``ready``, waits for a line on stdin, runs and prints one JSON line.
+Each contender runs in child processes of its own (``python -m bench.mixed CONTENDER DSN
+THREADS POOL SEED``): a child preloads, prints ``ready``, then runs one sample for each
+``run SECONDS`` line on stdin (one JSON line back each) until ``quit``. The children of
+both contenders stay up for the whole row, so its samples alternate between contenders
+every few seconds on warm pools: what drifts on a shared VM over a minute hits both
+sides of a round alike, and each round gives one paired ratio.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -40,8 +46,9 @@ from reqspec_repo._store.repository import RequestSpecRepository
 
 #: Specs each thread creates before the clock starts (the ones it reads and saves).
 PRELOAD = 40
-#: Creates prepared per thread; more are prepared on the fly if a run outlasts them.
-PREPARED_CREATES = 400
+#: Creates prepared per thread (for every sample of a row); more are prepared on the fly
+#: if the samples outlast them.
+PREPARED_CREATES = 1000
 
 
 @dataclass
@@ -235,33 +242,80 @@ class Workload:
         return total
 
 
-def run_in_process(contender: str, dsn: str, threads: int, pool_size: int, seconds: float, seed: int) -> Outcome:
-    client = CLIENTS[contender](dsn, pool_size)
-    try:
-        work = Workload(client, threads, seed)
-        work.prepare()
-        return work.run(seconds)
-    finally:
-        client.close()
-
-
 def main(argv: list[str]) -> None:
-    contender, dsn, threads, pool_size, seconds, seed = argv
+    contender, dsn, threads, pool_size, seed = argv
     client = CLIENTS[contender](dsn, int(pool_size))
     try:
         work = Workload(client, int(threads), int(seed))
         work.prepare()
-
-        def ready() -> None:
-            print("ready", flush=True)
-            sys.stdin.readline()  # the parent starts every process at once
-
-        out = work.run(float(seconds), ready)
+        print("ready", flush=True)
+        for line in sys.stdin:  # "run SECONDS", until "quit" or end of input
+            command = line.split()
+            if not command or command[0] != "run":
+                break
+            out = work.run(float(command[1]))
+            print(json.dumps({"ops": out.ops, "seconds": out.seconds, "errors": out.errors,
+                              "error_samples": out.error_samples,
+                              "latencies_us": [round(x * 1e6, 1) for x in out.latencies]}), flush=True)
     finally:
         client.close()
-    print(json.dumps({"ops": out.ops, "seconds": out.seconds, "errors": out.errors,
-                      "error_samples": out.error_samples,
-                      "latencies_us": [round(x * 1e6, 1) for x in out.latencies]}), flush=True)
+
+
+class Contender:
+    """The parent's handle on one contender's ``procs`` child processes (see the module)."""
+
+    def __init__(self, name: str, dsn: str, procs: int, threads: int, pool_size: int, seed: int) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.name = name
+        self.children = [
+            subprocess.Popen([sys.executable, "-m", "bench.mixed", name, dsn, str(threads), str(pool_size),
+                              str(seed * 10 + i)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=root, env={**os.environ, "PYTHONPATH": root})
+            for i in range(procs)
+        ]
+        for child in self.children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                self._fail(child)
+
+    def _fail(self, child: Any) -> None:
+        self.close()
+        raise RuntimeError(f"bench.mixed child ({self.name}) failed: {child.communicate()[1][-2000:]}")
+
+    def sample(self, seconds: float) -> Outcome:
+        """One sample: every child runs ``seconds`` at once; their outcomes merged."""
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write(f"run {seconds}\n")
+            child.stdin.flush()
+        total = Outcome()
+        for child in self.children:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if not line:
+                self._fail(child)
+            data = json.loads(line)
+            part = Outcome(data["ops"], data["seconds"], data["errors"], data["error_samples"],
+                           [x / 1e6 for x in data["latencies_us"]])
+            total.merge(part)
+            total.seconds = max(total.seconds, part.seconds)
+        return total
+
+    def close(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                try:
+                    child.communicate("quit\n", timeout=60)
+                except Exception:  # a child that does not stop: killed, the row fails anyway
+                    child.kill()
+                    child.wait()
+
+    def __enter__(self) -> Contender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 if __name__ == "__main__":
