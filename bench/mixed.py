@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import subprocess
 import sys
 import threading
@@ -46,6 +47,8 @@ from reqspec_repo._store.repository import RequestSpecRepository
 
 #: Specs each thread creates before the clock starts (the ones it reads and saves).
 PRELOAD = 40
+#: How long a child may take beyond a sample's length before the row fails.
+SAMPLE_GRACE_S = 300.0
 #: Creates prepared per thread (for every sample of a row); more are prepared on the fly
 #: if the samples outlast them.
 PREPARED_CREATES = 1000
@@ -292,7 +295,9 @@ class Contender:
         total = Outcome()
         for child in self.children:
             assert child.stdout is not None
-            line = child.stdout.readline()
+            # One line per sample, nothing read ahead: select() sees what readline() gets.
+            answered, _, _ = select.select([child.stdout], [], [], seconds + SAMPLE_GRACE_S)
+            line = child.stdout.readline() if answered else ""
             if not line:
                 self._fail(child)
             data = json.loads(line)

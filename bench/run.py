@@ -89,7 +89,7 @@ class Sizes:
 
 
 QUICK = Sizes(10, 6, 1000, 3, 500, 5, 1000, 5000, 200, 200, 2, 1.0, 2, 2000, 100, 2, 1)
-FULL = Sizes(28, 48, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3, 2.0, 11, 100_000, 1000, 5, 2)
+FULL = Sizes(28, 48, 10_000, 5, 2000, 15, 1000, 1_000_000, 2000, 1000, 3, 3.0, 15, 100_000, 1000, 5, 2)
 #: Connections per pool (per process) of both contenders in the mixed rows.
 MIXED_POOL = 8
 
