@@ -46,6 +46,24 @@ class Server:
         self.created.append(full)
         return self.dsn(full)
 
+    def clone(self, template: str, name: str) -> str:
+        """A new database copied from ``template`` (a DSN of this server's, no session on
+        it) file by file (STRATEGY FILE_COPY, PostgreSQL 15+: seconds where reloading its
+        rows takes a minute); return its DSN."""
+        full = f"bench_{name}_{self.suffix}"
+        source = psycopg.conninfo.conninfo_to_dict(template)["dbname"]
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(full), sql.Identifier(str(source))))
+        self.created.append(full)
+        return self.dsn(full)
+
+    def drop(self, dsn: str) -> None:
+        """Drop a database this run created (frees its disk space at once)."""
+        name = str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+        drop_database(self.admin_dsn, name)
+        self.created.remove(name)
+
     def settings(self) -> dict[str, str]:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             return {
