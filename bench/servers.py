@@ -58,6 +58,11 @@ class Server:
         self.created.append(full)
         return self.dsn(full)
 
+    def checkpoint(self) -> None:
+        """CHECKPOINT now: the next writes start with no checkpoint due."""
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(b"CHECKPOINT")
+
     def drop(self, dsn: str) -> None:
         """Drop a database this run created (frees its disk space at once)."""
         name = str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
