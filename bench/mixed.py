@@ -167,6 +167,18 @@ class Outcome:
         self.error_samples += other.error_samples[:5]
         self.latencies += other.latencies
 
+    def to_json(self) -> str:
+        """One line, what a child sends back for its sample (latencies in us)."""
+        return json.dumps({"ops": self.ops, "seconds": self.seconds, "errors": self.errors,
+                           "error_samples": self.error_samples,
+                           "latencies_us": [round(x * 1e6, 1) for x in self.latencies]})
+
+    @classmethod
+    def from_json(cls, line: str) -> Outcome:
+        data = json.loads(line)
+        return cls(data["ops"], data["seconds"], data["errors"], data["error_samples"],
+                   [x / 1e6 for x in data["latencies_us"]])
+
 
 class Workload:
     """Threads sharing one client; ``prepare`` (not timed) then ``run``."""
@@ -256,10 +268,7 @@ def main(argv: list[str]) -> None:
             command = line.split()
             if not command or command[0] != "run":
                 break
-            out = work.run(float(command[1]))
-            print(json.dumps({"ops": out.ops, "seconds": out.seconds, "errors": out.errors,
-                              "error_samples": out.error_samples,
-                              "latencies_us": [round(x * 1e6, 1) for x in out.latencies]}), flush=True)
+            print(work.run(float(command[1])).to_json(), flush=True)
     finally:
         client.close()
 
@@ -300,9 +309,7 @@ class Contender:
             line = child.stdout.readline() if answered else ""
             if not line:
                 self._fail(child)
-            data = json.loads(line)
-            part = Outcome(data["ops"], data["seconds"], data["errors"], data["error_samples"],
-                           [x / 1e6 for x in data["latencies_us"]])
+            part = Outcome.from_json(line)
             total.merge(part)
             total.seconds = max(total.seconds, part.seconds)
         return total

@@ -34,6 +34,11 @@ class Server:
         self.created: list[str] = []
         self.suffix = uuid.uuid4().hex[:8]
 
+    @staticmethod
+    def database_name(dsn: str) -> str:
+        """The database a DSN names (the inverse of :meth:`dsn`)."""
+        return str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+
     def dsn(self, dbname: str) -> str:
         info = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)
         info["dbname"] = dbname
@@ -51,10 +56,10 @@ class Server:
         it) file by file (STRATEGY FILE_COPY, PostgreSQL 15+: seconds where reloading its
         rows takes a minute); return its DSN."""
         full = f"bench_{name}_{self.suffix}"
-        source = psycopg.conninfo.conninfo_to_dict(template)["dbname"]
+        source = self.database_name(template)
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                sql.Identifier(full), sql.Identifier(str(source))))
+                sql.Identifier(full), sql.Identifier(source)))
         self.created.append(full)
         return self.dsn(full)
 
@@ -65,7 +70,7 @@ class Server:
 
     def drop(self, dsn: str) -> None:
         """Drop a database this run created (frees its disk space at once)."""
-        name = str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+        name = self.database_name(dsn)
         drop_database(self.admin_dsn, name)
         self.created.remove(name)
 

@@ -51,8 +51,9 @@ _COUNT_LOCATIONS = query("spec_locations", "count_locations")
 
 #: The request_specs columns a move carries from the source row to the target's copy
 #: (``seal_outgoing`` returns them, ``copy_incoming_in`` and ``upsert_incoming`` write
-#: them, :class:`SealedRow` holds them), and those each database keeps for itself. A column added to the table
-#: must join one of the two: tests/test_moves.py checks the table against them.
+#: them, :class:`SealedRow` holds them), and those each database keeps for itself. A
+#: column added to the table must join one of the two: tests/test_moves.py checks the
+#: table against them.
 MOVED_COLUMNS = ("instance_uuid", "spec", "schema_version", "version", "operation")
 LOCAL_COLUMNS = ("id", "move_state", "move_id", "created_at", "updated_at")
 
