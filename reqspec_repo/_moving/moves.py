@@ -44,6 +44,7 @@ from .._errors import (
     ReqSpecError,
     SpecNotFoundError,
 )
+from .._store.config import API
 from .._store.leases import LeasePurpose, Leases
 from .._store.locations import SpecStore
 from .._store.move_rows import MoveRows
@@ -305,8 +306,11 @@ class Mover:
         # Target live first, then the source copy goes: the spec is readable throughout.
         self.rows.promote(target, uuids, move_id)
         failpoint("after_promote")
-        self.rows.drop_outgoing(source, uuids, move_id)
-        self.rows.finish(uuids, move_id)
+        if source == API:
+            self.rows.drop_outgoing_and_finish(uuids, move_id)
+        else:
+            self.rows.drop_outgoing(source, uuids, move_id)
+            self.rows.finish(uuids, move_id)
 
 
 def move_specs(

@@ -216,6 +216,12 @@ class MoveRows:
         """Last cleanup step: the locations forget the move, its leases go."""
         self._relaxed(API, _CLEAR_MOVES, {"instance_uuids": list(instance_uuids), "move_id": move_id})
 
+    def drop_outgoing_and_finish(self, instance_uuids: Sequence[str], move_id: str) -> None:
+        """:meth:`drop_outgoing` and :meth:`finish` in one transaction, for a move out of
+        the API database (both statements run there): one round trip and commit less."""
+        params = {"instance_uuids": list(instance_uuids), "move_id": move_id}
+        self._relaxed(API, _DELETE_OUTGOING, params, _CLEAR_MOVES)
+
     def adopt(self, instance_uuid: str, database: str) -> bool:
         """recover(): a location for rows that had none; False if one appeared meanwhile."""
         with self.connections.connection(API) as api:
@@ -256,12 +262,12 @@ class MoveRows:
         with self.connections.connection(database) as conn:
             q.run(conn, params)
 
-    def _relaxed(self, database: str, q: Query, params: Mapping[str, object]) -> None:
-        """One cleanup statement in a transaction that does not wait for the WAL flush
-        (recover() redoes it from durable state if a crash loses it), pipelined into one
-        round trip."""
+    def _relaxed(self, database: str, q: Query, params: Mapping[str, object], *more: Query) -> None:
+        """Cleanup statements (``q``, then ``more`` with the same parameters) in one
+        transaction that does not wait for the WAL flush (recover() redoes it from durable
+        state if a crash loses it), pipelined into one round trip."""
         with self.connections.connection(database) as conn:
-            _in_relaxed_transaction(conn, q, params)
+            _in_relaxed_transaction(conn, (q, *more), params)
 
 
 def _copy_incoming(conn: psycopg.Connection[Any], rows: Sequence[SealedRow], move_id: str) -> None:
@@ -276,11 +282,12 @@ def _copy_incoming(conn: psycopg.Connection[Any], rows: Sequence[SealedRow], mov
                        operation, "incoming", move))
 
 
-def _in_relaxed_transaction(conn: psycopg.Connection[Any], q: Query, params: Mapping[str, object]) -> None:
+def _in_relaxed_transaction(conn: psycopg.Connection[Any], queries: Sequence[Query], params: Mapping[str, object]) -> None:
     with bounded_block(conn), conn.pipeline(), conn.transaction():
         apply_timeouts(conn)  # behind a transaction-mode pooler; nothing otherwise
         _RELAX_DURABILITY.exec(conn)
-        q.run(conn, params)
+        for q in queries:
+            q.run(conn, params)
 
 
 def _seen(instance_uuid: str, row: RowState) -> dict[str, object]:
