@@ -121,3 +121,15 @@ def test_spec_documents_are_stored_uncompressed_and_read_back_whole(fresh_topolo
         topo, "cell1", "SELECT pg_column_size(spec), pg_column_compression(spec) FROM request_specs"
     )
     assert stored >= 6_000 and compression is None
+
+
+def test_move_leases_keep_only_their_primary_key_and_room_for_renewals(fresh_topology):
+    # 0008_lean_move_leases: each extra index cost a write per claim and made the renewal
+    # at a move's commit point a non-HOT update (expires_at was indexed); the table holds
+    # only what is in flight, so recover()'s lists scan it. Half-free pages keep renewals
+    # on their page.
+    topo = fresh_topology()
+    indexes = run_sql(topo, "api", "SELECT indexname FROM pg_indexes WHERE tablename = 'move_leases'")
+    assert indexes == [("move_leases_pkey",)]
+    [(options,)] = run_sql(topo, "api", "SELECT reloptions FROM pg_class WHERE oid = 'move_leases'::regclass")
+    assert options == ["fillfactor=50"]
