@@ -15,12 +15,14 @@ For a batch of instances living in database S and going to database T (move id M
                   point; a mover whose lease ran out cannot commit. The location keeps
                   the move id until cleanup is done, so reads through it find T's copy;
 4. cleanup (T, S, API) make the T rows live, delete the S rows, clear the move id and
-                  release the leases (one statement).
+                  release the leases (one statement); when S is the API database, the
+                  last two run in one transaction.
 
 Steps 1-3 commit durably. The cleanup commits without waiting for the WAL flush: if a
 server crash loses it, the durable state after step 3 tells recover() to redo it.
-Every step is one statement on one pooled connection, checked out for that statement
-only: a mover never holds a connection while it waits for another. A crash anywhere
+Every step is one statement (the merged cleanup two, in one transaction) on one pooled
+connection, checked out for that step only: a mover never holds a connection while it
+waits for another. A crash anywhere
 leaves states that :func:`reqspec_repo.recover` finishes (after the commit point) or
 rolls back (before it) once the leases expired. The data access is in
 :mod:`reqspec_repo._store.move_rows` and :mod:`reqspec_repo._store.leases`.
