@@ -539,11 +539,17 @@ class Bench:
         migrate_topology(Topology.from_dsns(template, {}))
         copy_locations(template, copy_specs(template, self.base, n, seed=n + 2), API)
         self.log(f"loaded {n:,} specs (and their locations) for the whole-database move")
+
+        def sources(tag: str) -> tuple[str, str]:
+            """A migrated pair: a copy of the template (API) and an empty cell."""
+            src, dst = api.clone(template, tag), cell.database(f"{tag}_cell")
+            migrate_topology(Topology.from_dsns(src, {"cell1": dst}))
+            return src, dst
+
         # Not measured: the first move on fresh servers creates their WAL segment files (the
         # cell server starts with one; each new one is 16 MB written as zeros). Whoever ran
         # first in round 1 paid for that: 0.69x-0.76x in round 1 against 0.49x-0.57x after.
-        src, dst = api.clone(template, "whole_warmup"), cell.database("whole_warmup_cell")
-        migrate_topology(Topology.from_dsns(src, {"cell1": dst}))
+        src, dst = sources("whole_warmup")
         naive_move_all(src, dst)
         api.drop(src)
         cell.drop(dst)
@@ -553,8 +559,7 @@ class Bench:
             got: dict[str, float] = {}
             for name in _ordered(("naive raw", "repo streamed"), r):
                 tag = f"whole_{r}_{'naive' if name == 'naive raw' else 'repo'}"
-                src, dst = api.clone(template, tag), cell.database(f"{tag}_cell")
-                migrate_topology(Topology.from_dsns(src, {"cell1": dst}))
+                src, dst = sources(tag)
                 gc.collect()
                 if name == "naive raw":
                     t0 = time.perf_counter()

@@ -22,9 +22,8 @@ Steps 1-3 commit durably. The cleanup commits without waiting for the WAL flush:
 server crash loses it, the durable state after step 3 tells recover() to redo it.
 Every step is one statement (the merged cleanup two, in one transaction) on one pooled
 connection, checked out for that step only: a mover never holds a connection while it
-waits for another. A crash anywhere
-leaves states that :func:`reqspec_repo.recover` finishes (after the commit point) or
-rolls back (before it) once the leases expired. The data access is in
+waits for another. A crash anywhere leaves states that :func:`reqspec_repo.recover`
+finishes (after the commit point) or rolls back (before it) once the leases expired. The data access is in
 :mod:`reqspec_repo._store.move_rows` and :mod:`reqspec_repo._store.leases`.
 """
 
@@ -46,7 +45,6 @@ from .._errors import (
     ReqSpecError,
     SpecNotFoundError,
 )
-from .._store.config import API
 from .._store.leases import LeasePurpose, Leases
 from .._store.locations import SpecStore
 from .._store.move_rows import MoveRows
@@ -308,11 +306,7 @@ class Mover:
         # Target live first, then the source copy goes: the spec is readable throughout.
         self.rows.promote(target, uuids, move_id)
         failpoint("after_promote")
-        if source == API:
-            self.rows.drop_outgoing_and_finish(uuids, move_id)
-        else:
-            self.rows.drop_outgoing(source, uuids, move_id)
-            self.rows.finish(uuids, move_id)
+        self.rows.drop_outgoing_and_finish(source, uuids, move_id)
 
 
 def move_specs(

@@ -216,11 +216,16 @@ class MoveRows:
         """Last cleanup step: the locations forget the move, its leases go."""
         self._relaxed(API, _CLEAR_MOVES, {"instance_uuids": list(instance_uuids), "move_id": move_id})
 
-    def drop_outgoing_and_finish(self, instance_uuids: Sequence[str], move_id: str) -> None:
-        """:meth:`drop_outgoing` and :meth:`finish` in one transaction, for a move out of
-        the API database (both statements run there): one round trip and commit less."""
+    def drop_outgoing_and_finish(self, source: str, instance_uuids: Sequence[str], move_id: str) -> None:
+        """:meth:`drop_outgoing` in ``source``, then :meth:`finish`; in one transaction
+        when ``source`` is the API database (both statements run there: one round trip
+        and one commit fewer)."""
         params = {"instance_uuids": list(instance_uuids), "move_id": move_id}
-        self._relaxed(API, _DELETE_OUTGOING, params, _CLEAR_MOVES)
+        if source == API:
+            self._relaxed(API, _DELETE_OUTGOING, params, _CLEAR_MOVES)
+        else:
+            self._relaxed(source, _DELETE_OUTGOING, params)
+            self._relaxed(API, _CLEAR_MOVES, params)
 
     def adopt(self, instance_uuid: str, database: str) -> bool:
         """recover(): a location for rows that had none; False if one appeared meanwhile."""
