@@ -36,6 +36,7 @@ from reqspec_repo._store import roundtrips
 from reqspec_repo._store.config import API, Settings
 from reqspec_repo._store.context import api_context, cell_context
 from reqspec_repo._store.repository import STREAM_CHUNK_ROWS, RequestSpecRepository
+from reqspec_repo._store.uuid_arrays import UuidArray
 
 pytestmark = pytest.mark.both_paths  # directly and through PgBouncer
 SET_TIMEOUTS = queries_module.query("_session", "set_transaction_timeouts").statement
@@ -496,3 +497,24 @@ def test_spec_store_create_takes_one_spec_or_many(store):
     many = [sample_spec(), sample_spec()]
     assert [s.spec for s in store.create(many)] == many
     assert [store.get(s.instance_uuid).spec for s in many] == many
+
+
+def test_instance_uuid_lists_go_as_one_binary_uuid_array(repo):
+    """Statements naming many instances get them as one binary uuid[] (no text array for
+    the server to parse); the empty list works, and a value that is not a canonical uuid
+    is a typed error naming it before anything is sent."""
+    keys = [str(uuid.uuid4()) for _ in range(5)]
+    with repo.connections.connection(API) as conn:
+        cur = conn.execute(b"SELECT %s::uuid[], pg_typeof(%s)::text", [UuidArray(keys), UuidArray(keys)])
+        echoed, sent_as = cur.fetchone()
+        assert [str(u) for u in echoed] == keys
+        assert sent_as == "uuid[]"
+        assert conn.execute(b"SELECT cardinality(%s::uuid[])", [UuidArray([])]).fetchone()[0] == 0
+        for bad in ("not-a-uuid", keys[0][:-1], keys[0] + "0", "g" * 32, keys[0][:-2] + " 0"):
+            with pytest.raises(SpecValidationError, match="instance_uuid") as err:
+                conn.execute(b"SELECT %s::uuid[]", [UuidArray([keys[1], bad])])
+            assert "not a canonical uuid" in str(err.value)
+    located = [str(uuid.uuid4()) for _ in range(3)]
+    repo.create_many(api_context(), [attrs.evolve(sample_spec(), instance_uuid=k) for k in located])
+    batch = repo.get_many(api_context(), [*located, keys[0]])
+    assert sorted(batch.found) == sorted(located)

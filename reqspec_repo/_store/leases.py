@@ -25,6 +25,7 @@ from psycopg.rows import class_row
 from .config import API
 from .pools import Connections
 from .queries import query
+from .uuid_arrays import UuidArray
 
 _CLAIM = query("move_leases", "claim_leases")
 _RELEASE = query("move_leases", "release_leases")
@@ -80,7 +81,7 @@ class Leases:
             return set()
         with self.connections.connection(API) as api:
             rows = _CLAIM.many(api, {
-                "instance_uuids": keys, "holder": holder, "purpose": purpose.value,
+                "instance_uuids": UuidArray(keys), "holder": holder, "purpose": purpose.value,
                 "owner": owner_tag(), "lease_ms": self.lease_ms,
             })
         return {str(r.instance_uuid) for r in rows}
@@ -106,12 +107,12 @@ class Leases:
         keys = list(instance_uuids)
         if keys:
             with self.connections.connection(API) as api:
-                _RELEASE.exec(api, {"instance_uuids": keys, "holder": holder})
+                _RELEASE.exec(api, {"instance_uuids": UuidArray(keys), "holder": holder})
 
     def of(self, instance_uuids: Iterable[str]) -> dict[str, Lease]:
         """The leases held on these instances (expired ones included)."""
         with self.connections.connection(API) as api:
-            rows = _GET.many(api, {"instance_uuids": list(instance_uuids)}, row=_LEASE)
+            rows = _GET.many(api, {"instance_uuids": UuidArray(instance_uuids)}, row=_LEASE)
         return {lease.instance_uuid: lease for lease in rows}
 
     def leased(self) -> list[str]:

@@ -33,6 +33,7 @@ from .context import RequestContext
 from .leases import LeasePurpose, Leases
 from .queries import Query, query
 from .repository import RequestSpecRepository, StoredSpec, normalize_uuid, stored_from_row
+from .uuid_arrays import UuidArray
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -104,7 +105,7 @@ class SpecStore:
         if database == API:
             try:
                 with self.repo.unit_of_work(RequestContext(API)) as uow:
-                    _insert_locations(uow.conn, _INSERT_LOCATIONS, {"instance_uuids": uuids, "database_name": API})
+                    _insert_locations(uow.conn, _INSERT_LOCATIONS, {"instance_uuids": UuidArray(uuids), "database_name": API})
                     stored = uow.create_many(specs)
                     uow.commit()
             except _LocationsExist:
@@ -122,7 +123,7 @@ class SpecStore:
             try:
                 with self.repo.connections.connection(API) as api:
                     _insert_locations(api, _INSERT_LOCATIONS_RELEASING, {
-                        "instance_uuids": uuids, "database_name": database, "holder": holder,
+                        "instance_uuids": UuidArray(uuids), "database_name": database, "holder": holder,
                     })
             except _LocationsExist:
                 # Already located elsewhere: the rows just written are nobody's; they go.
@@ -154,7 +155,7 @@ class SpecStore:
     def locations(self, instance_uuids: Iterable[str | uuid_mod.UUID]) -> dict[str, Location]:
         keys = [normalize_uuid(u) for u in instance_uuids]
         with self.repo.connections.connection(API) as conn:
-            rows = _GET_LOCATIONS.many(conn, {"instance_uuids": keys}, row=_LOCATION)
+            rows = _GET_LOCATIONS.many(conn, {"instance_uuids": UuidArray(keys)}, row=_LOCATION)
         return {loc.instance_uuid: loc for loc in rows}
 
     def instance_uuid_pages(self, database: str, *, page_size: int = 5000) -> Iterator[list[str]]:

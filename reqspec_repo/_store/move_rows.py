@@ -20,6 +20,7 @@ from .documents import as_jsonb
 from .pools import Connections
 from .queries import Query, query
 from .roundtrips import apply_timeouts, bounded_block
+from .uuid_arrays import UuidArray
 
 _SEAL_OUTGOING = query("request_specs", "seal_outgoing")
 _COPY_INCOMING_IN = query("request_specs", "copy_incoming_in")
@@ -120,7 +121,7 @@ class MoveRows:
     def seal(self, database: str, instance_uuids: Sequence[str], move_id: str) -> list[SealedRow]:
         """Step 1: the live rows become 'outgoing' and come back to be copied."""
         with self.connections.connection(database) as conn:
-            rows = _SEAL_OUTGOING.many(conn, {"instance_uuids": list(instance_uuids), "move_id": move_id})
+            rows = _SEAL_OUTGOING.many(conn, {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id})
         return [SealedRow(r.instance_uuid, r.spec, r.schema_version, r.version, r.operation) for r in rows]
 
     def copy_in(self, database: str, rows: Sequence[SealedRow], move_id: str) -> set[str]:
@@ -133,7 +134,7 @@ class MoveRows:
             except psycopg.errors.UniqueViolation:
                 pass  # one of them has a row here already: nothing was written; row by row
             copied = _UPSERT_INCOMING.many(conn, {
-                "instance_uuids": [r.instance_uuid for r in rows],
+                "instance_uuids": UuidArray(r.instance_uuid for r in rows),
                 "specs": [as_jsonb(r.spec) for r in rows],
                 "schema_versions": [r.schema_version for r in rows],
                 "versions": [r.version for r in rows],
@@ -144,25 +145,25 @@ class MoveRows:
 
     def undo_copy(self, database: str, instance_uuids: Sequence[str], move_id: str) -> None:
         """Roll back step 2: this move's incoming copies go."""
-        self._exec(database, _DELETE_INCOMING, {"instance_uuids": list(instance_uuids), "move_id": move_id})
+        self._exec(database, _DELETE_INCOMING, {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id})
 
     def unseal(self, database: str, instance_uuids: Sequence[str], move_id: str) -> None:
         """Roll back step 1: this move's outgoing rows take writes again."""
-        self._exec(database, _UNSEAL_OUTGOING, {"instance_uuids": list(instance_uuids), "move_id": move_id})
+        self._exec(database, _UNSEAL_OUTGOING, {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id})
 
     def promote(self, database: str, instance_uuids: Sequence[str], move_id: str) -> None:
         """Cleanup: this move's incoming copies become live (no WAL flush wait)."""
-        self._relaxed(database, _PROMOTE_INCOMING, {"instance_uuids": list(instance_uuids), "move_id": move_id})
+        self._relaxed(database, _PROMOTE_INCOMING, {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id})
 
     def drop_outgoing(self, database: str, instance_uuids: Sequence[str], move_id: str) -> None:
         """Cleanup: this move's outgoing rows go (no WAL flush wait)."""
-        self._relaxed(database, _DELETE_OUTGOING, {"instance_uuids": list(instance_uuids), "move_id": move_id})
+        self._relaxed(database, _DELETE_OUTGOING, {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id})
 
     def states(self, database: str, instance_uuids: Sequence[str]) -> dict[str, list[RowState]]:
         """Every row of these instances in one database, any state."""
         found: dict[str, list[RowState]] = {}
         with self.connections.connection(database) as conn:
-            for r in _GET_ROW_STATES.many(conn, {"instance_uuids": list(instance_uuids)}):
+            for r in _GET_ROW_STATES.many(conn, {"instance_uuids": UuidArray(instance_uuids)}):
                 found.setdefault(str(r.instance_uuid), []).append(
                     RowState(database, r.move_state, _opt(r.move_id), r.version)
                 )
@@ -208,19 +209,19 @@ class MoveRows:
         returns the instances committed."""
         with self.connections.connection(API) as api:
             return _uuids(_FLIP_TO_TARGET.many(api, {
-                "instance_uuids": list(instance_uuids), "source": source, "target": target,
+                "instance_uuids": UuidArray(instance_uuids), "source": source, "target": target,
                 "move_id": move_id, "lease_ms": self.lease_ms,
             }))
 
     def finish(self, instance_uuids: Sequence[str], move_id: str) -> None:
         """Last cleanup step: the locations forget the move, its leases go."""
-        self._relaxed(API, _CLEAR_MOVES, {"instance_uuids": list(instance_uuids), "move_id": move_id})
+        self._relaxed(API, _CLEAR_MOVES, {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id})
 
     def drop_outgoing_and_finish(self, source: str, instance_uuids: Sequence[str], move_id: str) -> None:
         """:meth:`drop_outgoing` in ``source``, then :meth:`finish`; in one transaction
         when ``source`` is the API database (both statements run there: one round trip
         and one commit fewer)."""
-        params = {"instance_uuids": list(instance_uuids), "move_id": move_id}
+        params = {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id}
         if source == API:
             self._relaxed(API, _DELETE_OUTGOING, params, _CLEAR_MOVES)
         else:

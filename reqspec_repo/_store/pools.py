@@ -33,6 +33,7 @@ from .connection_pool import ConnectionPool, PoolClosed, PooledConnection, PoolT
 from .documents import register_document_types
 from .dsn import mask_text, password_of
 from .queries import query
+from .uuid_arrays import register_uuid_arrays
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -173,6 +174,7 @@ class Connections:
 
     def _configure(self, conn: GuardedConnection) -> None:
         register_document_types(conn)
+        register_uuid_arrays(conn)
         if self.topology.settings.pooler == "session":
             # The session is this client's until it disconnects: set once, here.
             conn.execute(query("_session", "set_session_timeouts").statement, self.timeouts())

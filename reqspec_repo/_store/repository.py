@@ -40,6 +40,7 @@ from .documents import as_jsonb
 from .pools import Connections, GuardedConnection, translated_errors
 from .queries import query
 from .roundtrips import bounded
+from .uuid_arrays import UuidArray
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ class SpecSession:
             raise BatchError(failures) from None
         except pg_errors.UniqueViolation:
             check_from(checked)
-            existing: list[Any] = _LIST_EXISTING.many(self.conn, {"instance_uuids": list(seen)})
+            existing: list[Any] = _LIST_EXISTING.many(self.conn, {"instance_uuids": UuidArray(seen)})
             for r in existing:
                 key = str(r.instance_uuid)
                 failures.setdefault(key, SpecExistsError(key, self.database.name))
@@ -294,7 +295,7 @@ class SpecSession:
                     # Streamed in chunks: specs are decoded here while the server is still
                     # producing the next rows, instead of after the whole result arrived.
                     rows = _GET_MANY.each(
-                        cur, {"instance_uuids": keys}, row=tuple_row, chunk=STREAM_CHUNK_ROWS
+                        cur, {"instance_uuids": UuidArray(keys)}, row=tuple_row, chunk=STREAM_CHUNK_ROWS
                     )
                     for raw_uuid, doc, version in rows:
                         key = str(raw_uuid)
