@@ -62,26 +62,28 @@ SELECT EXISTS (
 SELECT count(*) FROM request_specs WHERE move_state <> 'incoming';
 
 -- name: list_specs :many
--- Server-side cursor over the whole table, in insertion order.
+-- Server-side cursor over the whole table, in instance uuid order (the primary key).
 SELECT instance_uuid, spec, version
 FROM request_specs
 WHERE move_state <> 'incoming'
-ORDER BY id;
+ORDER BY instance_uuid;
 
 -- name: list_specs_page :many
--- Keyset paging for the CLI: rows after a given id.
-SELECT id, instance_uuid, spec, version, move_state, updated_at
+-- Keyset paging for the CLI: rows from a given instance uuid on (inclusive: see
+-- reqspec_repo/_store/keyset.py).
+SELECT instance_uuid, spec, version, move_state, updated_at
 FROM request_specs
-WHERE id > %(after_id)s AND move_state <> 'incoming'
-ORDER BY id
+WHERE instance_uuid >= %(start)s::uuid AND move_state <> 'incoming'
+ORDER BY instance_uuid
 LIMIT %(limit)s;
 
--- name: list_instance_uuids_after :many
+-- name: list_instance_uuids_from :many
 -- Keyset page of instance uuids (no documents, nothing decoded) for a whole-database
--- move; rows of moves in progress are included so that they are reported, not skipped.
+-- move, from a given uuid on (inclusive); rows of moves in progress are included so
+-- that they are reported, not skipped.
 SELECT instance_uuid
 FROM request_specs
-WHERE instance_uuid > %(after)s::uuid AND move_state <> 'incoming'
+WHERE instance_uuid >= %(start)s::uuid AND move_state <> 'incoming'
 ORDER BY instance_uuid
 LIMIT %(limit)s;
 

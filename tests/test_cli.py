@@ -150,10 +150,10 @@ def test_show_by_uuid_alone_follows_the_location(capsys, env, cli_store):
 def test_list_pages_with_a_keyset_cursor(capsys, env, cli_store):
     keys = set(booted(cli_store, 5, cell="cell2"))
     seen: list[str] = []
-    after = 0
+    after: list[str] = []  # no --after: the first page
     pages = 0
     while True:
-        code, out, _ = run(capsys, "list", "--database", "cell2", "--limit", "2", "--after", str(after), "--json")
+        code, out, _ = run(capsys, "list", "--database", "cell2", "--limit", "2", *after, "--json")
         assert code == EXIT_OK
         page = json.loads(out)
         assert page["database"] == "cell2" and len(page["specs"]) <= 2
@@ -161,10 +161,12 @@ def test_list_pages_with_a_keyset_cursor(capsys, env, cli_store):
         pages += 1
         if page["next_after"] is None:
             break
-        after = page["next_after"]
-    assert keys <= set(seen) and len(seen) == len(set(seen)) and pages >= 3
+        after = ["--after", page["next_after"]]
+    assert keys <= set(seen) and seen == sorted(seen) and pages >= 3  # instance uuid order, each once
     code, out, _ = run(capsys, "list", "--database", "cell2", "--limit", "2")
     assert code == EXIT_OK and "next page: --after" in out
+    code, out, err = run(capsys, "list", "--database", "cell2", "--after", "7")
+    assert code == EXIT_USAGE and out == "" and "'7' is not a uuid" in err
 
 
 # --- import-nova ---------------------------------------------------------------------

@@ -238,7 +238,7 @@ def test_a_read_only_database_refuses_every_write_and_keeps_its_state(fresh_topo
         stored = repo.create(cell_context("cell2"), kept)
     dbname = run_sql(topology, "cell2", "SELECT current_database()")[0][0]
     run_sql(topology, "cell2", f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
-    before = run_sql(topology, "cell2", "SELECT instance_uuid, spec::text, version FROM request_specs ORDER BY id")
+    before = run_sql(topology, "cell2", "SELECT instance_uuid, spec::text, version FROM request_specs ORDER BY instance_uuid")
     ctx = cell_context("cell2")
     with RequestSpecRepository.from_topology(topology) as repo:
         attempts = {
@@ -259,5 +259,5 @@ def test_a_read_only_database_refuses_every_write_and_keeps_its_state(fresh_topo
                 uow.commit()
         # reads still work, and nothing changed
         assert repo.get(ctx, kept.instance_uuid).spec == kept
-    after = run_sql(topology, "cell2", "SELECT instance_uuid, spec::text, version FROM request_specs ORDER BY id")
+    after = run_sql(topology, "cell2", "SELECT instance_uuid, spec::text, version FROM request_specs ORDER BY instance_uuid")
     assert after == before

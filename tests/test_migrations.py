@@ -133,3 +133,33 @@ def test_move_leases_keep_only_their_primary_key_and_room_for_renewals(fresh_top
     assert indexes == [("move_leases_pkey",)]
     [(options,)] = run_sql(topo, "api", "SELECT reloptions FROM pg_class WHERE oid = 'move_leases'::regclass")
     assert options == ["fillfactor=50"]
+
+
+def test_request_specs_are_keyed_by_instance_uuid_and_0009_keeps_every_row(fresh_topology):
+    # 0009_instance_uuid_primary_key: the row id's index cost a write per new row version
+    # (a create, each state flip of a move); the instance uuid index, which verify reads
+    # index-only, becomes the primary key. Rows stored before it survive it and its rollback.
+    from reqspec_repo._store.migrate import _backend, _migrations
+
+    topo = fresh_topology(migrate=False)
+    db = topo.database("cell1")
+    with _backend(db) as backend, backend.lock():
+        backend.apply_migrations(backend.to_apply(_migrations().filter(lambda m: m.id < "0009")))
+    specs = [spec_of_size(2_000 + i) for i in range(3)]
+    with RequestSpecRepository.from_topology(topo) as repo:
+        repo.create_many(cell_context("cell1"), specs)  # (the pool checks the schema only when asked)
+    ids_before = run_sql(topo, "cell1", "SELECT instance_uuid::text FROM request_specs ORDER BY id")
+    assert migrate_database(db).applied == 1
+    indexes = dict(run_sql(topo, "cell1", "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'request_specs'"))
+    assert set(indexes) == {"request_specs_pkey", "request_specs_in_move_idx"}
+    assert "(instance_uuid) INCLUDE (move_state)" in indexes["request_specs_pkey"]
+    columns = {r[0] for r in run_sql(topo, "cell1", "SELECT column_name FROM information_schema.columns"
+                                                      " WHERE table_name = 'request_specs'")}
+    assert "id" not in columns
+    with RequestSpecRepository.from_topology(topo) as repo:
+        for spec in specs:
+            assert repo.get(cell_context("cell1"), spec.instance_uuid).spec == spec
+    with _backend(db) as backend, backend.lock():
+        backend.rollback_migrations(backend.to_rollback(_migrations().filter(lambda m: m.id.startswith("0009"))))
+    assert sorted(run_sql(topo, "cell1", "SELECT instance_uuid::text FROM request_specs ORDER BY id")) == sorted(ids_before)
+    assert migrate_database(db).applied == 1

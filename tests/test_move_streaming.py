@@ -50,6 +50,31 @@ def test_keyset_pages_cover_every_row_once_in_uuid_order(streaming_store):
     assert flat == sorted(specs) and streaming_store.count_in("cell1") == 11
 
 
+def test_keyset_walks_include_the_lowest_and_highest_uuids(streaming_store):
+    # A walk that started "after" the nil uuid skipped that spec: a whole-database move
+    # left it behind without a word, and a listing never showed it.
+    import attrs
+
+    edges = ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"]
+    others = booted_in(streaming_store, API, 3)
+    streaming_store.create([attrs.evolve(sample_spec(), instance_uuid=k) for k in edges])
+    pages = list(streaming_store.instance_uuid_pages(API, page_size=2))
+    assert [u for p in pages for u in p] == sorted([*edges, *others])
+    listed, after = [], None
+    while True:
+        page = streaming_store.repo.list_page(RequestContext(API), after=after, limit=2)
+        listed += [row.instance_uuid for row in page]
+        if len(page) < 2:
+            break
+        after = page[-1].instance_uuid
+    assert listed == sorted([*edges, *others])
+    assert streaming_store.repo.list_page(RequestContext(API), after=edges[1]) == []
+    summary = move_database(streaming_store, API, "cell1", page_size=2, chunk_size=2)
+    assert summary.ok and summary.moved == 5
+    assert {streaming_store.location(k).database for k in [*edges, *others]} == {"cell1"}
+    assert streaming_store.count_in(API) == 0
+
+
 def test_streamed_move_carries_undecodable_specs_and_reports_what_cannot_move(streaming_store):
     specs = booted_in(streaming_store, "cell1", 9)
     keys = sorted(specs)

@@ -174,12 +174,12 @@ def cmd_list(args: argparse.Namespace, topology: Topology) -> int:
         raise UsageError("--limit must be at least 1")
     database = topology.database(args.database).name
     with RequestSpecRepository.from_topology(topology) as repo:
-        page = repo.list_page(RequestContext(database), after_id=args.after, limit=args.limit)
+        page = repo.list_page(RequestContext(database), after=args.after, limit=args.limit)
     listed: list[dict[str, Any]] = []
     problems = 0
     for row in page:
         entry: dict[str, Any] = {
-            "id": row.id, "instance_uuid": row.instance_uuid, "version": row.version,
+            "instance_uuid": row.instance_uuid, "version": row.version,
             "state": row.state, "updated_at": str(row.updated_at),
         }
         if row.spec is None:
@@ -188,7 +188,7 @@ def cmd_list(args: argparse.Namespace, topology: Topology) -> int:
         else:
             entry.update(flavor=row.spec.flavor.name, project_id=row.spec.project_id, error=None)
         listed.append(entry)
-    next_after = listed[-1]["id"] if len(listed) == args.limit else None
+    next_after = listed[-1]["instance_uuid"] if len(listed) == args.limit else None
     if args.json:
         _print_json({"database": database, "specs": listed, "next_after": next_after})
     else:
@@ -482,12 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "list", cmd_list,
         "list the specs stored in one database, a page at a time (exit 1 if a row cannot be decoded)",
-        "reqspec list --database cell1 --limit 50\n  reqspec list --database cell1 --after 1234",
+        "reqspec list --database cell1 --limit 50\n"
+        "  reqspec list --database cell1 --after 9d2c6b1e-5a4f-4c3e-8b7a-0f1e2d3c4b5a",
     )
     p.add_argument("--database", default=config_mod.API, help="'api' (default) or a cell name")
     p.add_argument("--limit", type=int, default=50, help="rows per page (default 50)")
-    p.add_argument("--after", type=int, default=0, metavar="ID",
-                   help="start after this row id (the 'next page' value of the previous page)")
+    p.add_argument("--after", default=None, metavar="UUID",
+                   help="start after this instance uuid (the 'next page' value of the previous page);"
+                        " specs are listed in instance uuid order")
 
     p = add(
         "import-nova", cmd_import_nova,

@@ -30,6 +30,7 @@ from .._spec.model import RequestSpec
 from ..testing.failpoints import failpoint
 from .config import API
 from .context import RequestContext
+from .keyset import FIRST_UUID, uuid_after
 from .leases import LeasePurpose, Leases
 from .queries import Query, query
 from .repository import RequestSpecRepository, StoredSpec, normalize_uuid, stored_from_row
@@ -60,10 +61,8 @@ _DELETE_LOCATION_RELEASING = query("spec_locations", "delete_location_releasing"
 _GET_COMMITTED = query("request_specs", "get_committed_by_instance_uuid")
 _GET_COMMITTED_WITH_OPERATION = query("request_specs", "get_committed_with_operation")
 _DELETE_ANY_ROW = query("request_specs", "delete_any_row")
-_UUIDS_AFTER = query("request_specs", "list_instance_uuids_after")
+_UUIDS_FROM = query("request_specs", "list_instance_uuids_from")
 _COUNT_SPECS = query("request_specs", "count_specs")
-#: Below every uuid: where a keyset walk over a table starts.
-_BEFORE_ALL = "00000000-0000-0000-0000-000000000000"
 
 
 class _LocationsExist(Exception):
@@ -164,17 +163,17 @@ class SpecStore:
         decoded, no connection held between pages, so a caller may move each page away
         before asking for the next. Rows written meanwhile below the last page are not seen."""
         name = self.topology.database(database).name
-        after = _BEFORE_ALL
-        while True:
+        start: str | None = FIRST_UUID
+        while start is not None:
             with self.repo.connections.connection(name) as conn:
-                rows = _UUIDS_AFTER.many(conn, {"after": after, "limit": page_size})
+                rows = _UUIDS_FROM.many(conn, {"start": start, "limit": page_size})
             if not rows:
                 return
             page = [str(r.instance_uuid) for r in rows]
             yield page
             if len(page) < page_size:
                 return
-            after = page[-1]
+            start = uuid_after(page[-1])
 
     def count_in(self, database: str) -> int:
         """Specs stored in ``database`` (readable ones: live or sealed by a move)."""

@@ -56,7 +56,7 @@ _COUNT_LOCATIONS = query("spec_locations", "count_locations")
 #: column added to the table must join one of the two: tests/test_moves.py checks the
 #: table against them.
 MOVED_COLUMNS = ("instance_uuid", "spec", "schema_version", "version", "operation")
-LOCAL_COLUMNS = ("id", "move_state", "move_id", "created_at", "updated_at")
+LOCAL_COLUMNS = ("move_state", "move_id", "created_at", "updated_at")
 
 
 @attrs.frozen

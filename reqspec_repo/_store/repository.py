@@ -37,6 +37,7 @@ from .._spec.model import RequestSpec, canonical_uuid
 from .config import Database, Topology
 from .context import RequestContext
 from .documents import as_jsonb
+from .keyset import FIRST_UUID, uuid_after
 from .pools import Connections, GuardedConnection, translated_errors
 from .queries import query
 from .roundtrips import bounded
@@ -123,7 +124,6 @@ class ListedSpec:
     """One row of a page of :meth:`RequestSpecRepository.list_page`: the spec, or the
     error that decoding it gave (a listing shows broken rows rather than stopping)."""
 
-    id: int
     instance_uuid: str
     version: int
     state: str
@@ -416,12 +416,18 @@ class RequestSpecRepository:
                         conn.rollback()
                     conn.autocommit = True
 
-    def list_page(self, context: RequestContext, *, after_id: int = 0, limit: int = 100) -> list[ListedSpec]:
-        """Up to ``limit`` specs of one database in row order after row ``after_id``
-        (keyset paging: pass the last ``id`` of a page to get the next one)."""
+    def list_page(
+        self, context: RequestContext, *, after: str | uuid_mod.UUID | None = None, limit: int = 100
+    ) -> list[ListedSpec]:
+        """Up to ``limit`` specs of one database in instance uuid order, after the instance
+        ``after`` (from the first without it): keyset paging, pass the last
+        ``instance_uuid`` of a page to get the next one."""
         database = self.topology.database(context.database)
+        start = FIRST_UUID if after is None else uuid_after(normalize_uuid(after, "after"))
+        if start is None:
+            return []  # nothing follows the highest uuid
         with self.connections.connection(database.name) as conn:
-            rows = _LIST_SPECS_PAGE.many(conn, {"after_id": after_id, "limit": limit})
+            rows = _LIST_SPECS_PAGE.many(conn, {"start": start, "limit": limit})
         listed = []
         for r in rows:
             key = str(r.instance_uuid)
@@ -431,7 +437,7 @@ class RequestSpecRepository:
                 spec = codec.decode(r.spec, instance_uuid=key, database=database.name)
             except SpecDecodeError as exc:
                 error = exc
-            listed.append(ListedSpec(r.id, key, r.version, r.move_state, r.updated_at, spec, error))
+            listed.append(ListedSpec(key, r.version, r.move_state, r.updated_at, spec, error))
         return listed
 
     # -- one-statement operations -------------------------------------------------------
@@ -498,8 +504,8 @@ class RequestSpecRepository:
         batch_size: int = 500,
         on_error: DecodeErrorHandler | None = _log_decode_error,
     ) -> Iterator[StoredSpec]:
-        """Every live spec of one database, fetched ``batch_size`` rows at a time through a
-        server-side cursor, so memory stays bounded whatever the table size. A row that
+        """Every live spec of one database in instance uuid order, fetched ``batch_size``
+        rows at a time through a server-side cursor, so memory stays bounded whatever the table size. A row that
         cannot be decoded is passed to ``on_error`` (logged by default) and skipped; with
         ``on_error=None`` it raises instead."""
         database = self.topology.database(context.database)
