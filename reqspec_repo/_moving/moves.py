@@ -23,8 +23,9 @@ server crash loses it, the durable state after step 3 tells recover() to redo it
 Every step is one statement (the merged cleanup two, in one transaction) on one pooled
 connection, checked out for that step only: a mover never holds a connection while it
 waits for another. A crash anywhere leaves states that :func:`reqspec_repo.recover`
-finishes (after the commit point) or rolls back (before it) once the leases expired. The data access is in
-:mod:`reqspec_repo._store.move_rows` and :mod:`reqspec_repo._store.leases`.
+finishes (after the commit point) or rolls back (before it) once the leases expired.
+The data access is in :mod:`reqspec_repo._store.move_rows` and
+:mod:`reqspec_repo._store.leases`.
 """
 
 from __future__ import annotations

@@ -505,9 +505,9 @@ class RequestSpecRepository:
         on_error: DecodeErrorHandler | None = _log_decode_error,
     ) -> Iterator[StoredSpec]:
         """Every live spec of one database in instance uuid order, fetched ``batch_size``
-        rows at a time through a server-side cursor, so memory stays bounded whatever the table size. A row that
-        cannot be decoded is passed to ``on_error`` (logged by default) and skipped; with
-        ``on_error=None`` it raises instead."""
+        rows at a time through a server-side cursor, so memory stays bounded whatever the
+        table size. A row that cannot be decoded is passed to ``on_error`` (logged by
+        default) and skipped; with ``on_error=None`` it raises instead."""
         database = self.topology.database(context.database)
         with self.connections.connection(database.name) as conn, translated_errors(database):
             row: Any

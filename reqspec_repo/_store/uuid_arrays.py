@@ -16,11 +16,11 @@ from psycopg import adapt, pq
 from psycopg.abc import AdaptContext
 
 from .._errors import SpecValidationError
+from .._spec.rules import canonical_uuid
 
 _UUID_OID = 2950
 _UUID_ARRAY_OID = 2951
-_ELEMENT_LENGTH = "00000010"
-_HEX = frozenset("0123456789abcdefABCDEF")  # each element: its length (16) as a big-endian int32, in hex
+_ELEMENT_LENGTH = "00000010"  # each element: its length (16) as a big-endian int32, in hex
 
 
 class UuidArray:
@@ -49,7 +49,9 @@ class UuidArrayBinaryDumper(adapt.Dumper):
             body = bytes.fromhex(digits) if len(digits) == 40 * len(uuids) else None
         except ValueError:
             body = None
-        if body is None or len(body) != 20 * len(uuids):  # (fromhex skips whitespace)  # a caller's bug: uuids are canonicalised where they come in
+        # (fromhex skips whitespace, hence the length check.) A bad value is a caller's bug:
+        # uuids are canonicalised where they come in.
+        if body is None or len(body) != 20 * len(uuids):
             raise SpecValidationError("instance_uuid", f"not a canonical uuid: {_first_bad(uuids)!r}")
         if not uuids:
             return struct.pack(">iiI", 0, 0, _UUID_OID)  # no dimensions: the empty array
@@ -58,10 +60,14 @@ class UuidArrayBinaryDumper(adapt.Dumper):
 
 
 def _first_bad(uuids: list[str]) -> str:
+    """The first value not in :func:`canonical_uuid`'s form (the project's one uuid rule)."""
     for u in uuids:
-        plain = u.replace("-", "")
-        if len(plain) != 32 or any(c not in _HEX for c in plain):
-            return u
+        try:
+            if canonical_uuid(u) == u:
+                continue
+        except SpecValidationError:
+            pass
+        return u
     return "?"
 
 
