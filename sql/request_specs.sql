@@ -1,5 +1,7 @@
 -- Queries on request_specs (present in the API database and every cell database).
--- Reads never see 'incoming' rows (a move's copy that is not committed yet);
+-- Reads in one database never see 'incoming' rows (a move's copy that is not committed
+-- yet), reads through the location record take the row where it points (see
+-- get_committed_by_instance_uuid);
 -- writes only touch 'live' rows ('outgoing' ones are sealed by a move).
 
 -- name: insert_spec :one
@@ -122,7 +124,8 @@ WHERE request_specs.move_state = 'incoming'
 RETURNING instance_uuid;
 
 -- name: promote_incoming :many
--- Step 4a (cleanup): the committed copy becomes live.
+-- Step 4a (cleanup): the committed copy becomes live (and loses the move id that marked
+-- its move committed).
 UPDATE request_specs
 SET move_state = 'live', move_id = NULL, updated_at = now()
 WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s
@@ -149,11 +152,13 @@ WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND move_id = %(move_id)s
   AND move_state = 'outgoing';
 
 -- name: get_committed_by_instance_uuid :one
--- A read through the location record: the live row, or the copy whose move is committed.
+-- A read through the location record, in the database it names: the row there in any
+-- state. Live, sealed by a move not committed yet, or a move's copy whose commit point
+-- flipped the location here (a copy is only ever made into a database the location does
+-- not name, so one found where it points is committed).
 SELECT spec, version
 FROM request_specs
-WHERE instance_uuid = %(instance_uuid)s
-  AND (move_state <> 'incoming' OR move_id = %(committed_move_id)s);
+WHERE instance_uuid = %(instance_uuid)s;
 
 -- ---- the operation in flight (see docs/lifecycle.md) ---------------------------------
 
@@ -161,8 +166,7 @@ WHERE instance_uuid = %(instance_uuid)s
 -- Like get_committed_by_instance_uuid, with the operation in flight (or NULL).
 SELECT spec, version, operation
 FROM request_specs
-WHERE instance_uuid = %(instance_uuid)s
-  AND (move_state <> 'incoming' OR move_id = %(committed_move_id)s);
+WHERE instance_uuid = %(instance_uuid)s;
 
 -- name: update_spec_and_operation_if_version :one
 -- Compare-and-swap of the spec and its operation in flight together: the step that

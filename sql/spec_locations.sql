@@ -24,8 +24,10 @@ DELETE FROM spec_locations WHERE instance_uuid = %(instance_uuid)s RETURNING dat
 -- The commit point of a move: only where the mover still holds an unexpired lease
 -- (renewed here for the cleanup; the row lock taken on the lease makes a concurrent
 -- takeover by recover() wait, then see the renewed lease), compare-and-swap on the
--- source location (and no other move pending); marks the move as committed until its
--- cleanup is done.
+-- source location (and no move an earlier release marked on the location pending).
+-- The location is written once per move: the target's copy keeps the move id until
+-- the cleanup makes it live, and that is what marks the move committed (to reads and to
+-- recover()); no second write of the location clears a mark.
 WITH held AS (
     UPDATE move_leases
     SET expires_at = clock_timestamp() + %(lease_ms)s * interval '1 millisecond'
@@ -34,8 +36,7 @@ WITH held AS (
     RETURNING instance_uuid
 )
 UPDATE spec_locations AS l
-SET database_name = %(target)s, move_id = %(move_id)s, moved_from = %(source)s,
-    version = l.version + 1, updated_at = now()
+SET database_name = %(target)s, version = l.version + 1, updated_at = now()
 FROM held
 WHERE l.instance_uuid = held.instance_uuid
   AND l.database_name = %(source)s
@@ -43,8 +44,8 @@ WHERE l.instance_uuid = held.instance_uuid
 RETURNING l.instance_uuid;
 
 -- name: clear_moves :exec
--- The last cleanup step of a move: the location forgets the move and the mover's
--- leases go, in one statement.
+-- recover(), for a move committed by an earlier release (its location carries the move
+-- id): the location forgets the move and the move's leases go, in one statement.
 WITH released AS (
     DELETE FROM move_leases
     WHERE instance_uuid = ANY(%(instance_uuids)s::uuid[]) AND holder = %(move_id)s

@@ -146,6 +146,63 @@ def test_recover_before_commit_rolls_the_move_back(split_store):
     split_store.save(stored.spec, expected_version=stored.version)  # writable again
 
 
+def test_a_committed_move_is_marked_on_its_copy_and_its_location_written_once(split_store):
+    specs = boot(split_store, 2)
+    topo = split_store.topology
+    with armed("after_commit"), pytest.raises(FailpointHit):
+        move_specs(split_store, specs, "cell2")
+    for key in specs:
+        # The commit point flipped the location, one write, no mark left on it ...
+        assert run_sql(topo, API, "SELECT database_name, move_id, version FROM spec_locations"
+                       " WHERE instance_uuid=%s", [key]) == [("cell2", None, 2)]
+        # ... the move's rows carry it: the copy where the location points, the sealed row
+        # it came from ...
+        assert sorted(r[:2] for r in rows_everywhere(topo, key)) == [(API, "outgoing"), ("cell2", "incoming")]
+        # ... and a read through the location takes the committed copy.
+        assert split_store.get(key).database == "cell2"
+    expire_leases(split_store)  # the crashed mover's leases run out
+    problems = [p for p in verify(split_store).problems if p.kind == "interrupted_move"]
+    assert sorted(p.instance_uuid for p in problems) == sorted(specs)
+    assert all("into 'cell2' committed, cleanup unfinished" in p.detail for p in problems)
+    # Moving it on before recover() is refused and changes nothing.
+    refused = move_specs(split_store, specs, "cell1")
+    assert sorted(refused.failed) == sorted(specs)
+    assert all("run recover" in str(e) for e in refused.failed.values())
+    report = recover(split_store)
+    assert sorted(report.finished) == sorted(specs)
+    assert_invariant(split_store, specs)
+
+
+def test_recover_finishes_a_move_an_earlier_release_marked_on_its_location(split_store):
+    """Before the location was written once per move, the commit point also put the move
+    id on the location (the cleanup cleared it); a database upgraded with such a move
+    interrupted after its commit point still has it finished."""
+    specs = boot(split_store, 2)
+    keys = list(specs)
+    topo = split_store.topology
+    with armed("after_copy"), pytest.raises(FailpointHit):
+        move_specs(split_store, keys, "cell1")
+    [(move_id,)] = run_sql(topo, "cell1", "SELECT DISTINCT move_id::text FROM request_specs"
+                           " WHERE instance_uuid = ANY(%s::uuid[])", [keys])
+    run_sql(topo, API, "UPDATE spec_locations SET database_name = 'cell1', move_id = %s, moved_from = 'api',"
+            " version = version + 1 WHERE instance_uuid = ANY(%s::uuid[])", [move_id, keys])
+    expire_leases(split_store)
+    details = [p.detail for p in verify(split_store).problems if p.kind == "interrupted_move"]
+    assert sorted(details) == [f"move {move_id} from 'api' committed, cleanup unfinished"] * 2
+    assert split_store.get(keys[0]).database == "cell1"
+    report = recover(split_store)
+    assert sorted(report.finished) == sorted(keys)
+    assert_invariant(split_store, specs)
+
+
+def test_a_read_whose_location_went_stale_follows_the_move(split_store, monkeypatch):
+    key = next(iter(boot(split_store, 1)))
+    stale = split_store.location(key)  # read just before a move ...
+    assert move_specs(split_store, [key], "cell1").ok  # ... which commits and cleans up
+    monkeypatch.setattr(SpecStore, "location", lambda self, instance_uuid: stale)
+    assert split_store.get(key).database == "cell1"  # the row is gone from the API database
+
+
 def test_a_save_racing_with_the_move_is_never_lost(split_store):
     specs = boot(split_store, 3)
     key = next(iter(specs))

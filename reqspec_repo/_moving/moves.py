@@ -12,11 +12,13 @@ For a batch of instances living in database S and going to database T (move id M
 2. copy    (T)    write them as hidden 'incoming' rows (idempotent upsert);
 3. commit  (API)  flip the locations to T where M still holds an unexpired lease
                   (renewing it), compare-and-swap on the source location - the commit
-                  point; a mover whose lease ran out cannot commit. The location keeps
-                  the move id until cleanup is done, so reads through it find T's copy;
-4. cleanup (T, S, API) make the T rows live, delete the S rows, clear the move id and
-                  release the leases (one statement); when S is the API database, the
-                  last two run in one transaction.
+                  point; a mover whose lease ran out cannot commit. The location is
+                  written once: from now on it names T, and T's copy, still 'incoming'
+                  with the move id, is the committed one (a copy is only ever made into
+                  a database the location does not name), so reads through the
+                  location find it and recover() knows to finish the move;
+4. cleanup (T, S, API) make the T rows live, delete the S rows, release the leases;
+                  when S is the API database, the last two run in one transaction.
 
 Steps 1-3 commit durably. The cleanup commits without waiting for the WAL flush: if a
 server crash loses it, the durable state after step 3 tells recover() to redo it.
@@ -280,21 +282,25 @@ class Mover:
         if not pending:
             return []
         now = self.store.locations(pending)
+        unsealed = [u for u in pending if u not in sealed and u in now and now[u].database == source]
+        # Located in S but not sealed: no live row there. A row in another state is a
+        # copy an interrupted move left (its committed, not yet live copy, say).
+        left_in_flight = set(self.rows.states(source, unsealed)) if unsealed else set()
         relocated = []
         for u in pending:
             loc = now.get(u)
             if loc is None:
                 failed[u] = LocationNotFoundError(u)
-            elif loc.move_id is not None:
+            elif loc.move_id is not None or u in left_in_flight:
                 failed[u] = MoveError(u, "an earlier move of it was interrupted; run recover")
             elif loc.database != source:
                 relocated.append(u)
             elif u in sealed:
-                # Sealed, copied, location still S without a move: only the lease check
-                # of the commit point can have refused it.
+                # Sealed, copied, location still S: only the lease check of the commit
+                # point can have refused it.
                 failed[u] = LeaseExpiredError(u)
             else:
-                failed[u] = SpecNotFoundError(u, source)  # located in S, but no live row there
+                failed[u] = SpecNotFoundError(u, source)
         return relocated
 
     def _rollback(self, uuids: list[str], source: str, target: str, move_id: str) -> None:
@@ -307,7 +313,7 @@ class Mover:
         # Target live first, then the source copy goes: the spec is readable throughout.
         self.rows.promote(target, uuids, move_id)
         failpoint("after_promote")
-        self.rows.drop_outgoing_and_finish(source, uuids, move_id)
+        self.rows.drop_outgoing_and_release(source, uuids, move_id)
 
 
 def move_specs(

@@ -3,9 +3,9 @@
 recover() looks only at what is in flight, so it costs the work interrupted, not the
 size of the databases: every operation that can be interrupted leaves a durable mark
 until it is done - its leases (``move_leases``: moves, creates into a cell, destroys,
-recover() itself), the move id on the rows it sealed or copied, the move id on the
-locations it committed - and those are read through small indexes (the lease table's
-key, the partial indexes on move_id). verify() and ``recover(full=True)`` cross-check
+recover() itself), the move id on the rows it sealed or copied (and, from an earlier
+release, on the locations it committed) - and those are read through small indexes (the
+lease table's key, the partial indexes on move_id). verify() and ``recover(full=True)`` cross-check
 every location record against the rows of every database, range by range.
 
 Both then work only on instances whose lease they can claim: a move in progress holds
@@ -13,8 +13,10 @@ an unexpired lease and is left alone (reported busy); the lease of a mover that 
 expires after ``move_lease_ms`` and is taken over. recover() re-reads the state under
 the lease and resolves it:
 
-* a location carrying a move id (crash after the commit point): finish - promote the
-  target's incoming copy, delete the outgoing copy elsewhere, clear the move id;
+* a move committed, cleanup unfinished (crash after the commit point: the location
+  names the database holding the move's incoming copy, or, from an earlier release,
+  carries the move id): finish - promote that copy, delete the move's outgoing copy
+  elsewhere (and clear the location's move id);
 * otherwise (crash before it, or no move at all): the row in the database the location
   names becomes the live one (an outgoing row is unsealed) and copies elsewhere (a
   target's incoming copy) are deleted - the move is rolled back;
@@ -237,19 +239,42 @@ def _range_suspects(located: dict[tuple[str, bool], set[bytes]], rows: dict[str,
     return everything - (clean - elsewhere)
 
 
+def _committed_move(loc: Location, rows: list[RowState]) -> str | None:
+    """The move id of a move committed and not cleaned up. A move copies into a database
+    the location does not name and seals the row in the one it names; only its commit
+    point flips the location from the sealed row to the copy. So the move committed when
+    the location names the database holding its incoming copy, or its sealed (outgoing)
+    row is in a database the location does not name (the copy already made live). A
+    move of an earlier release marked the location itself."""
+    if loc.move_id is not None:
+        return loc.move_id
+    home = [r for r in rows if r.database == loc.database]
+    if len(home) == 1 and home[0].state == "incoming" and home[0].move_id is not None:
+        return home[0].move_id
+    if len(home) == 1 and home[0].state == "live":
+        sealed_elsewhere = {
+            r.move_id for r in rows if r.database != loc.database and r.state == "outgoing" and r.move_id is not None
+        }
+        if len(sealed_elsewhere) == 1:
+            return sealed_elsewhere.pop()
+    return None
+
+
 def _problems_of(key: str, loc: Location | None, rows: list[RowState]) -> list[Problem]:
     if loc is None:
         return [Problem(ProblemKind.ORPHAN, key, f"spec rows in {sorted(r.database for r in rows)} but no location record")]
     problems = []
-    if loc.move_id is not None:
+    committed = _committed_move(loc, rows)
+    if committed is not None:
+        origin = f"from {loc.moved_from!r}" if loc.move_id is not None else f"into {loc.database!r}"
         problems.append(
-            Problem(ProblemKind.INTERRUPTED_MOVE, key, f"move {loc.move_id} from {loc.moved_from!r} committed, cleanup unfinished")
+            Problem(ProblemKind.INTERRUPTED_MOVE, key, f"move {committed} {origin} committed, cleanup unfinished")
         )
     live = [r for r in rows if r.state == "live"]
     if len(live) > 1:
         problems.append(Problem(ProblemKind.DUPLICATE, key, f"live in {sorted(r.database for r in live)}"))
     hidden = [r for r in rows if r.state != "live"]
-    if hidden and loc.move_id is None:
+    if hidden and committed is None:
         kind = ProblemKind.INTERRUPTED_MOVE if any(r.state == "outgoing" for r in hidden) else ProblemKind.HIDDEN_LEFTOVER
         problems.append(Problem(kind, key, ", ".join(f"{r.state} row in {r.database!r}" for r in hidden)))
     if not any(r.database == loc.database for r in rows):
@@ -340,8 +365,9 @@ def _resolve_chunk(
         loc, rows = locs.get(key), rows_of.get(key, [])
         if (loc is None and not rows) or not _problems_of(key, loc, rows):
             continue  # e.g. a lease left by a crash before the first write: nothing to undo
-        if loc is not None and loc.move_id is not None:
-            finishing.setdefault(loc.move_id, []).append(key)
+        committed = None if loc is None else _committed_move(loc, rows)
+        if committed is not None:
+            finishing.setdefault(committed, []).append(key)
         elif loc is not None and _plain_rollback(loc, rows):
             rolling.append(key)
         else:
@@ -383,7 +409,7 @@ def _finish_moves(
             moves.promote(database, group, move_id)
         for database, group in elsewhere.items():
             moves.drop_outgoing(database, group, move_id)
-        moves.finish(keys, move_id)
+        moves.finish(keys, move_id)  # a mark an earlier release left on the locations
         done.extend(keys)
     # Whatever else is left (copies from older crashes) is tidied one by one.
     fresh, after = scan.store.locations(done), scan.rows_of(done)
@@ -431,12 +457,13 @@ def _resolve(scan: _Scanner, key: str, loc: Location | None, rows: list[RowState
             return Outcome.BUSY  # a location appeared meanwhile: judged next time
         _normalize(scan, key, Location(key, best.database, 1), rows)
         return Outcome.ADOPTED
-    if loc.move_id is not None:  # committed: finish the move
-        moves.promote(loc.database, [key], loc.move_id)
+    committed = _committed_move(loc, rows)
+    if committed is not None:  # committed: finish the move
+        moves.promote(loc.database, [key], committed)
         for r in rows:
-            if r.database != loc.database and r.move_id == loc.move_id:
-                moves.drop_outgoing(r.database, [key], loc.move_id)
-        moves.finish([key], loc.move_id)
+            if r.database != loc.database and r.move_id == committed:
+                moves.drop_outgoing(r.database, [key], committed)
+        moves.finish([key], committed)
         # Whatever else is left (copies from older crashes) is tidied the same way.
         fresh = scan.store.locations([key]).get(key)
         after = scan.rows_of([key]).get(key, [])

@@ -41,8 +41,10 @@ Conn = psycopg.Connection[tuple[object, ...]]
 
 @attrs.frozen
 class Location:
-    """Where one instance's spec lives. ``move_id`` is set from a move's commit point
-    until its cleanup is done (``database`` is then already the move's target)."""
+    """Where one instance's spec lives. ``move_id`` and ``moved_from`` are only set on a
+    location a move of an earlier release committed and did not clean up (such a move
+    marked its location; a move now marks its copy in the target, see
+    :mod:`reqspec_repo._moving.moves`): ``database`` is then already the move's target."""
 
     # Converters: built from rows too (class_row), where uuids come as uuid.UUID.
     instance_uuid: str = attrs.field(converter=str)
@@ -183,14 +185,23 @@ class SpecStore:
 
     def _read_committed(self, query: Query, instance_uuid: str | uuid_mod.UUID) -> tuple[Any, str, str]:
         """The committed row of an instance where its location says it lives: (the row,
-        the database's name, the canonical uuid); SpecNotFoundError without one."""
+        the database's name, the canonical uuid); SpecNotFoundError without one.
+
+        A move can commit and clean up between the two reads (the location read, then
+        the row gone from the database it named): when the row is missing and the
+        location has changed since, the read follows it once."""
         loc = self.location(instance_uuid)
-        database = self.topology.database(loc.database)
-        with self.repo.connections.connection(database.name) as conn:
-            row: Any = query.one(conn, {"instance_uuid": loc.instance_uuid, "committed_move_id": loc.move_id})
-        if row is None:
-            raise SpecNotFoundError(loc.instance_uuid, database.name)
-        return row, database.name, loc.instance_uuid
+        for attempt in range(2):
+            database = self.topology.database(loc.database)
+            with self.repo.connections.connection(database.name) as conn:
+                row: Any = query.one(conn, {"instance_uuid": loc.instance_uuid})
+            if row is not None:
+                return row, database.name, loc.instance_uuid
+            moved = self.locations([loc.instance_uuid]).get(loc.instance_uuid) if attempt == 0 else None
+            if moved is None or moved.database == loc.database:
+                break
+            loc = moved
+        raise SpecNotFoundError(loc.instance_uuid, database.name)
 
     def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         """The spec of an instance, wherever it lives. During a move the spec stays

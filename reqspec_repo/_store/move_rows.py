@@ -41,6 +41,7 @@ _RELAX_DURABILITY = query("_session", "relax_commit_durability")
 
 _FLIP_TO_TARGET = query("spec_locations", "flip_locations_to_target")
 _CLEAR_MOVES = query("spec_locations", "clear_moves")
+_RELEASE_LEASES = query("move_leases", "release_leases")
 _ADOPT_LOCATION = query("spec_locations", "adopt_location")
 _REPOINT_LOCATION = query("spec_locations", "repoint_location")
 _DELETE_LOCATION = query("spec_locations", "delete_location")
@@ -206,7 +207,8 @@ class MoveRows:
     def commit(self, instance_uuids: Sequence[str], source: str, target: str, move_id: str) -> list[str]:
         """Step 3, the commit point: flip the locations from ``source`` to ``target``,
         only where the mover still holds an unexpired lease (renewed for the cleanup);
-        returns the instances committed."""
+        returns the instances committed. The target's copies, still carrying the move
+        id, are from then on the committed ones."""
         with self.connections.connection(API) as api:
             return _uuids(_FLIP_TO_TARGET.many(api, {
                 "instance_uuids": UuidArray(instance_uuids), "source": source, "target": target,
@@ -214,19 +216,20 @@ class MoveRows:
             }))
 
     def finish(self, instance_uuids: Sequence[str], move_id: str) -> None:
-        """Last cleanup step: the locations forget the move, its leases go."""
+        """recover(), for a move an earlier release committed by marking its locations:
+        the locations forget the move, its leases go."""
         self._relaxed(API, _CLEAR_MOVES, {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id})
 
-    def drop_outgoing_and_finish(self, source: str, instance_uuids: Sequence[str], move_id: str) -> None:
-        """:meth:`drop_outgoing` in ``source``, then :meth:`finish`; in one transaction
-        when ``source`` is the API database (both statements run there: one round trip
-        and one commit fewer)."""
-        params = {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id}
+    def drop_outgoing_and_release(self, source: str, instance_uuids: Sequence[str], move_id: str) -> None:
+        """The last cleanup step: :meth:`drop_outgoing` in ``source``, then the move's
+        leases go; in one transaction when ``source`` is the API database (both
+        statements run there: one round trip and one commit fewer)."""
+        params = {"instance_uuids": UuidArray(instance_uuids), "move_id": move_id, "holder": move_id}
         if source == API:
-            self._relaxed(API, _DELETE_OUTGOING, params, _CLEAR_MOVES)
+            self._relaxed(API, _DELETE_OUTGOING, params, _RELEASE_LEASES)
         else:
             self._relaxed(source, _DELETE_OUTGOING, params)
-            self._relaxed(API, _CLEAR_MOVES, params)
+            self._relaxed(API, _RELEASE_LEASES, params)
 
     def adopt(self, instance_uuid: str, database: str) -> bool:
         """recover(): a location for rows that had none; False if one appeared meanwhile."""
