@@ -589,7 +589,7 @@ class Bench:
             ratios.append(got["repo streamed"] / got["naive raw"])
             self.log(f"whole-database move round {r + 1} of {s.whole_move_rounds} done")
         peak, hwm = max(peaks)
-        row.note = (f"repo = move_database (chunks of 500, 2 workers) in a child process per round: peak RSS {peak:.1f} MB"
+        row.note = (f"repo = move_database (chunks of 500, 3 workers) in a child process per round: peak RSS {peak:.1f} MB"
                     f" (VmHWM {hwm:.1f} MB); naive reads every uuid, then per 500: read, COPY, delete"
                     f" (one connection, not crash-safe); repo/naive per round: {', '.join(f'{x:.2f}' for x in ratios)}")
         self.rows.append(row)

@@ -534,8 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="move every spec stored in this database (streamed: bounded memory; "
                    "specs that cannot move are listed and the exit code is 1)")
     p.add_argument("--chunk-size", type=int, default=500, help="specs per batch (default 500)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="with --from: pages of specs moved at once (default 2)")
+    p.add_argument("--workers", type=int, default=3,
+                   help="with --from: pages of specs moved at once (default 3)")
 
     p = add(
         "recover", cmd_recover,

@@ -336,7 +336,7 @@ def move_database(
     progress: Progress | None = None,
     chunk_size: int = 500,
     page_size: int = 5000,
-    workers: int = 2,
+    workers: int = 3,
 ) -> MoveSummary:
     """Move every spec stored in ``source`` to ``target``: uuids are read in keyset pages
     (nothing decoded, so a spec that cannot be decoded moves like any other: a move copies
