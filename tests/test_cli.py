@@ -17,11 +17,13 @@ from helpers import build_topology, run_sql
 
 from reqspec_repo._cli.demo import run_demo, sample_spec
 from reqspec_repo._cli.main import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, build_parser, main
-from reqspec_repo._moving.recovery import verify
+from reqspec_repo._moving.moves import move_specs
+from reqspec_repo._moving.recovery import recover, verify
 from reqspec_repo._nova.lifecycle import Lifecycle
 from reqspec_repo._store.leases import LeasePurpose, Leases
 from reqspec_repo._store.locations import SpecStore
 from reqspec_repo._store.repository import RequestSpecRepository
+from reqspec_repo.testing.failpoints import FailpointHit, armed
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nova"
 
@@ -248,6 +250,20 @@ def test_move_recover_verify_from_the_command_line(capsys, env, cli_store):
     assert code == 0 and json.loads(out)["rolled_back"] == [keys[1]]
     code, out, _ = run(capsys, "verify")
     assert code == 0 and out.startswith("consistent")
+
+
+def test_show_tells_of_a_committed_move_whose_cleanup_is_pending(capsys, env, cli_store):
+    keys = booted(cli_store, 1, cell=None)
+    with armed("after_commit"), pytest.raises(FailpointHit):
+        move_specs(cli_store, keys, "cell2")
+    code, out, _ = run(capsys, "show", keys[0], "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["database"] == "cell2"
+    assert shown["move"].endswith("into 'cell2' committed, cleanup pending")
+    Leases(cli_store.repo.connections).expire_all()  # the "crashed" mover's lease ran out
+    assert keys[0] in recover(cli_store).finished
+    code, out, _ = run(capsys, "show", keys[0], "--json")
+    assert code == 0 and json.loads(out)["move"] is None
 
 
 def test_recover_expire_leases_takes_over_a_dead_movers_instances(capsys, env, cli_store):

@@ -17,11 +17,15 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ReqSpecError
 from .._store import config as config_mod
 from .._store.config import Topology
+
+if TYPE_CHECKING:  # imported when a command runs: the CLI starts without them
+    from .._store.locations import Location
+    from .._store.repository import RequestSpecRepository
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -105,14 +109,28 @@ def cmd_migrate(args: argparse.Namespace, topology: Topology) -> int:
     return EXIT_OK
 
 
+def _committed_move_pending(repo: RequestSpecRepository, location: Location, database: str) -> str | None:
+    """What ``show`` says of a move committed and not cleaned up: its copy, where the
+    location points, is not live yet (an earlier release marked the location instead)."""
+    from .._store.move_rows import MoveRows
+
+    if location.move_id:
+        return f"move {location.move_id} from {location.moved_from!r} committed, cleanup pending"
+    for row in MoveRows(repo.connections).states(database, [location.instance_uuid]).get(location.instance_uuid, []):
+        if row.state == "incoming" and row.move_id:
+            return f"move {row.move_id} into {database!r} committed, cleanup pending"
+    return None
+
+
 def cmd_show(args: argparse.Namespace, topology: Topology) -> int:
     from .._errors import LocationNotFoundError, SpecNotFoundError
     from .._spec.codec import to_document
     from .._store.context import RequestContext
-    from .._store.locations import Location, SpecStore
+    from .._store.locations import SpecStore
     from .._store.repository import RequestSpecRepository, StoredSpec
 
     location: Location | None = None
+    moving: str | None = None
     with RequestSpecRepository.from_topology(topology) as repo:
         try:
             stored: StoredSpec
@@ -122,15 +140,11 @@ def cmd_show(args: argparse.Namespace, topology: Topology) -> int:
                 store = SpecStore(repo)
                 location = store.location(args.instance_uuid)
                 stored = store.get(args.instance_uuid)
+                moving = _committed_move_pending(repo, location, stored.database)
         except (SpecNotFoundError, LocationNotFoundError) as exc:
             print(f"reqspec: {exc}", file=sys.stderr)
             return EXIT_PROBLEM
     doc = to_document(stored.spec)
-    moving = (
-        f"move {location.move_id} from {location.moved_from!r} committed, cleanup pending"
-        if location is not None and location.move_id
-        else None
-    )
     if args.json:
         _print_json(
             {
