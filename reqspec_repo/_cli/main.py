@@ -110,16 +110,14 @@ def cmd_migrate(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def _committed_move_pending(repo: RequestSpecRepository, location: Location, database: str) -> str | None:
-    """What ``show`` says of a move committed and not cleaned up: its copy, where the
-    location points, is not live yet (an earlier release marked the location instead)."""
+    """What ``show`` says of a move committed and not cleaned up (recover()'s rule, from
+    the rows where the location points)."""
+    from .._moving.recovery import committed_move_described
     from .._store.move_rows import MoveRows
 
-    if location.move_id:
-        return f"move {location.move_id} from {location.moved_from!r} committed, cleanup pending"
-    for row in MoveRows(repo.connections).states(database, [location.instance_uuid]).get(location.instance_uuid, []):
-        if row.state == "incoming" and row.move_id:
-            return f"move {row.move_id} into {database!r} committed, cleanup pending"
-    return None
+    key = location.instance_uuid
+    described = committed_move_described(location, MoveRows(repo.connections).states(database, [key]).get(key, []))
+    return None if described is None else f"{described}, cleanup pending"
 
 
 def cmd_show(args: argparse.Namespace, topology: Topology) -> int:

@@ -260,16 +260,24 @@ def _committed_move(loc: Location, rows: list[RowState]) -> str | None:
     return None
 
 
+def committed_move_described(loc: Location, rows: list[RowState]) -> str | None:
+    """``move M into 'T' committed`` (``from 'S'`` for a move an earlier release marked
+    on the location) for a move committed with its cleanup unfinished, else None; what
+    verify() reports and ``reqspec show`` prints."""
+    committed = _committed_move(loc, rows)
+    if committed is None:
+        return None
+    origin = f"from {loc.moved_from!r}" if loc.move_id is not None else f"into {loc.database!r}"
+    return f"move {committed} {origin} committed"
+
+
 def _problems_of(key: str, loc: Location | None, rows: list[RowState]) -> list[Problem]:
     if loc is None:
         return [Problem(ProblemKind.ORPHAN, key, f"spec rows in {sorted(r.database for r in rows)} but no location record")]
     problems = []
-    committed = _committed_move(loc, rows)
+    committed = committed_move_described(loc, rows)
     if committed is not None:
-        origin = f"from {loc.moved_from!r}" if loc.move_id is not None else f"into {loc.database!r}"
-        problems.append(
-            Problem(ProblemKind.INTERRUPTED_MOVE, key, f"move {committed} {origin} committed, cleanup unfinished")
-        )
+        problems.append(Problem(ProblemKind.INTERRUPTED_MOVE, key, f"{committed}, cleanup unfinished"))
     live = [r for r in rows if r.state == "live"]
     if len(live) > 1:
         problems.append(Problem(ProblemKind.DUPLICATE, key, f"live in {sorted(r.database for r in live)}"))
@@ -409,7 +417,9 @@ def _finish_moves(
             moves.promote(database, group, move_id)
         for database, group in elsewhere.items():
             moves.drop_outgoing(database, group, move_id)
-        moves.finish(keys, move_id)  # a mark an earlier release left on the locations
+        marked = [key for key in keys if locs[key].move_id is not None]
+        if marked:  # the mark a move of an earlier release left on its locations
+            moves.finish(marked, move_id)
         done.extend(keys)
     # Whatever else is left (copies from older crashes) is tidied one by one.
     fresh, after = scan.store.locations(done), scan.rows_of(done)
@@ -463,7 +473,8 @@ def _resolve(scan: _Scanner, key: str, loc: Location | None, rows: list[RowState
         for r in rows:
             if r.database != loc.database and r.move_id == committed:
                 moves.drop_outgoing(r.database, [key], committed)
-        moves.finish([key], committed)
+        if loc.move_id is not None:  # marked by a move of an earlier release
+            moves.finish([key], committed)
         # Whatever else is left (copies from older crashes) is tidied the same way.
         fresh = scan.store.locations([key]).get(key)
         after = scan.rows_of([key]).get(key, [])

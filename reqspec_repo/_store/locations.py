@@ -191,17 +191,22 @@ class SpecStore:
         the row gone from the database it named): when the row is missing and the
         location has changed since, the read follows it once."""
         loc = self.location(instance_uuid)
-        for attempt in range(2):
-            database = self.topology.database(loc.database)
-            with self.repo.connections.connection(database.name) as conn:
-                row: Any = query.one(conn, {"instance_uuid": loc.instance_uuid})
-            if row is not None:
-                return row, database.name, loc.instance_uuid
-            moved = self.locations([loc.instance_uuid]).get(loc.instance_uuid) if attempt == 0 else None
-            if moved is None or moved.database == loc.database:
-                break
-            loc = moved
-        raise SpecNotFoundError(loc.instance_uuid, database.name)
+        row, name = self._row_where(query, loc)
+        if row is None:
+            now = self.locations([loc.instance_uuid]).get(loc.instance_uuid)
+            if now is not None and now.database != loc.database:
+                loc = now
+                row, name = self._row_where(query, loc)
+        if row is None:
+            raise SpecNotFoundError(loc.instance_uuid, name)
+        return row, name, loc.instance_uuid
+
+    def _row_where(self, query: Query, loc: Location) -> tuple[Any, str]:
+        """The instance's row (any state) in the database ``loc`` names, or None; and
+        that database's name."""
+        database = self.topology.database(loc.database)
+        with self.repo.connections.connection(database.name) as conn:
+            return query.one(conn, {"instance_uuid": loc.instance_uuid}), database.name
 
     def get(self, instance_uuid: str | uuid_mod.UUID) -> StoredSpec:
         """The spec of an instance, wherever it lives. During a move the spec stays
